@@ -1,0 +1,17 @@
+// The public face of native-shims/: the only FFI in the project (koffi → libc).
+// Everything above imports from here, never from libc.ts.
+
+export { NativeError } from './native-error.js';
+export {
+  type ListenerSocketOptions,
+  type OriginalDst,
+  createListenerFd,
+  createListenerFdBestEffort,
+  getOriginalDst,
+  createFreebindSocketFd,
+  createMarkedSocketFd,
+  socketFd,
+  canUseTransparent,
+  closeFd,
+} from './sockets.js';
+export { withNetns } from './netns.js';

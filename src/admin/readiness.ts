@@ -1,0 +1,43 @@
+// Start-up readiness (behaviour spec §8): named tasks are pending until released; the
+// readiness server answers 200 only when none is pending. A task may become pending
+// again (e.g. a lost control connection).
+import type http from 'node:http';
+import { buildServer, listen, parseTarget, sendText } from './http-server.js';
+
+export class Readiness {
+  private readonly pendingTasks = new Set<string>();
+
+  constructor() {}
+
+  pending(name: string): void {
+    this.pendingTasks.add(name);
+  }
+
+  ready(name: string): void {
+    this.pendingTasks.delete(name);
+  }
+
+  isReady(): boolean {
+    return this.pendingTasks.size === 0;
+  }
+
+  pendingNames(): string[] {
+    return [...this.pendingTasks].sort();
+  }
+}
+
+export function startReadinessServer(o: { host: string; port: number; readiness: Readiness }): Promise<http.Server> {
+  const server = buildServer((req, res) => {
+    if (parseTarget(req).pathname !== '/healthz/ready') {
+      sendText(res, 404, 'not found\n');
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      sendText(res, 405, 'method not allowed\n', { allow: 'GET, HEAD' });
+      return;
+    }
+    if (o.readiness.isReady()) sendText(res, 200, 'ready\n');
+    else sendText(res, 500, `not ready, pending: ${o.readiness.pendingNames().join(', ')}\n`);
+  });
+  return listen(server, o.host, o.port);
+}

@@ -1,0 +1,369 @@
+// The composition root: builds every component from a Config, owns the start, reload,
+// drain and stop order. Start-up errors are loud and final (thrown to main.ts);
+// run-time errors never crash the process.
+// Start: local config → certificates → listeners → ready. Drain: not ready → stop
+// accepting → GOAWAY → wait for connections up to the deadline → force-close → stop.
+import fs from 'node:fs';
+import type http from 'node:http';
+import type net from 'node:net';
+import { PolicyStore } from './authorize/index.js';
+import { type CaptureListener, listenCapture, listenPlain, originalDestination } from './capture/listeners.js';
+import { handleSocks5 } from './capture/socks5.js';
+import { EMPTY_LOCAL_CONFIG, loadLocalConfigFile, parseLocalConfig } from './config/local-config.js';
+import type { Config, LocalConfig } from './config/types.js';
+import { ZtError, errorMessage } from './errors.js';
+import { CertificateAuthority } from './identity/ca.js';
+import { SecretManager } from './identity/secret-manager.js';
+import { spiffeIdOfWorkload } from './identity/spiffe.js';
+import { Readiness, startAdminServer, startReadinessServer, startStatsServer, closeServer } from './admin/index.js';
+import { ConnectionTracker } from './proxy/connection-tracker.js';
+import { InboundProxy } from './proxy/inbound.js';
+import { OutboundProxy } from './proxy/outbound.js';
+import { type MeshView, type ProxyContext, findLocalWorkloadByIp } from './proxy/proxy-context.js';
+import { Telemetry } from './record/telemetry.js';
+import { ProxyState } from './state/proxy-state.js';
+import { h2TuningOf } from './tunnel/h2-settings.js';
+import { HbonePool } from './tunnel/hbone-pool.js';
+import { HboneServer } from './tunnel/hbone-server.js';
+
+export const VERSION = '0.1.0';
+
+export interface AppOptions {
+  /** Overrides for tests: where log lines go, and a CA shared by several in-process ztunnels. */
+  logDestination?: NodeJS.WritableStream;
+  ca?: CertificateAuthority;
+}
+
+export interface BoundPorts {
+  outbound: number;
+  inboundPlaintext: number;
+  inbound: number;
+  socks5: number | undefined;
+  admin: number;
+  stats: number;
+  readiness: number;
+}
+
+export class App {
+  readonly config: Config;
+  readonly telemetry: Telemetry;
+  readonly readiness = new Readiness();
+  readonly tracker = new ConnectionTracker();
+  readonly secrets: SecretManager;
+  private view: MeshView;
+  private readonly pool: HbonePool;
+  private readonly hboneServer: HboneServer;
+  private readonly inbound: InboundProxy;
+  private readonly outbound: OutboundProxy;
+  private readonly ctx: ProxyContext;
+  private listeners: CaptureListener[] = [];
+  private httpServers: http.Server[] = [];
+  private inboundTransparent = false;
+  private outboundTransparent = false;
+  private watcher: fs.FSWatcher | undefined;
+  private reloadTimer: NodeJS.Timeout | undefined;
+  private draining: Promise<void> | undefined;
+  private bound: BoundPorts | undefined;
+  private readonly ca: CertificateAuthority;
+  private markStopped: () => void = () => undefined;
+  /** Resolves once the app has stopped (drained or stopped). */
+  readonly stopped: Promise<void> = new Promise((resolve) => {
+    this.markStopped = resolve;
+  });
+
+  constructor(config: Config, opts: AppOptions = {}) {
+    this.config = config;
+    this.readiness.pending('state manager');
+    this.readiness.pending('proxy');
+    this.telemetry = new Telemetry({
+      logFormat: config.logFormat,
+      logLevel: config.logLevel,
+      accessLogOnlyFailed: config.accessLogOnlyFailed,
+      clusterId: config.clusterId,
+      version: VERSION,
+      ...(opts.logDestination ? { destination: opts.logDestination } : {}),
+    });
+    this.ca = opts.ca ?? this.loadCa();
+    this.secrets = new SecretManager(this.ca, {
+      onRenewalError: (id, err) => this.telemetry.log.warn({ scope: 'identity', identity: id, error: errorMessage(err) }, 'certificate renewal failed'),
+    });
+    this.view = this.buildView(this.loadLocalConfig());
+    this.readiness.ready('state manager');
+    const app = this;
+    this.ctx = {
+      config,
+      telemetry: this.telemetry,
+      secrets: this.secrets,
+      tracker: this.tracker,
+      view: () => app.view,
+      illegalPorts: new Set(
+        [config.ports.outbound, config.ports.inboundPlaintext, config.ports.inbound, 15001, 15006, 15008].concat(
+          config.enableSocks5 ? [config.ports.socks5, 15080] : [],
+        ),
+      ),
+      inboundTransparent: () => app.inboundTransparent,
+      outboundTransparent: () => app.outboundTransparent,
+    };
+    const tuning = h2TuningOf(config);
+    this.pool = new HbonePool({
+      tuning,
+      maxStreamsPerConnection: config.poolMaxStreamsPerConnection,
+      idleReleaseMs: config.poolUnusedReleaseTimeoutMs,
+      connectTimeoutMs: config.connectTimeoutMs,
+      mark: config.packetMark,
+      onSpoofFailure: (err) => this.telemetry.log.warn({ scope: 'outbound', error: errorMessage(err) }, 'original source unavailable; connecting unspoofed'),
+    });
+    this.inbound = new InboundProxy(this.ctx);
+    this.outbound = new OutboundProxy(this.ctx, this.pool, this.inbound);
+    this.hboneServer = new HboneServer({
+      tuning,
+      trustDomain: config.trustDomain,
+      secureContextFor: (ip) => {
+        const w = findLocalWorkloadByIp(this.ctx, ip);
+        return w ? this.secrets.getSecureContext(spiffeIdOfWorkload(w)) : undefined;
+      },
+      onStream: (stream, headers, peer) => this.inbound.handleStream(stream, headers, peer),
+      onRejected: ({ peerAddr, localAddr, reason }) => this.telemetry.earlyDeny('inbound', peerAddr, localAddr, reason),
+    });
+  }
+
+  private loadCa(): CertificateAuthority {
+    const { localCaCert, localCaKey } = this.config;
+    if (localCaCert && localCaKey) return CertificateAuthority.fromFiles(localCaCert, localCaKey);
+    this.telemetry.log.warn(
+      { scope: 'identity' },
+      'LOCAL_CA_CERT/LOCAL_CA_KEY not set: using an ephemeral root CA that only this process trusts; other ztunnels will refuse it (create a shared root with `ztunnel-ts ca create --out DIR`)',
+    );
+    return CertificateAuthority.generate();
+  }
+
+  private loadLocalConfig(): LocalConfig {
+    if (this.config.localXdsPath) return loadLocalConfigFile(this.config.localXdsPath);
+    if (this.config.localXds) return parseLocalConfig(this.config.localXds, 'LOCAL_XDS');
+    return EMPTY_LOCAL_CONFIG;
+  }
+
+  private buildView(local: LocalConfig): MeshView {
+    return {
+      state: new ProxyState(local),
+      policies: new PolicyStore(local.policies, (msg, fields) => this.telemetry.log.info({ scope: 'authorization', ...fields }, msg)),
+    };
+  }
+
+  /** Bind every listener; resolves when ready. Throws (start-up error) if any bind fails. */
+  async start(): Promise<BoundPorts> {
+    const c = this.config;
+    const mark = c.proxyMode === 'node' ? undefined : c.packetMark;
+    try {
+      const outbound = await listenCapture({
+        host: c.bindAddress,
+        port: c.ports.outbound,
+        transparent: c.enableOrigSrc,
+        mark,
+        onConnection: (s) => this.outbound.handle(s, originalDestination(s)),
+      });
+      this.listeners.push(outbound);
+      const plaintext = await listenCapture({
+        host: c.bindAddress,
+        port: c.ports.inboundPlaintext,
+        transparent: c.enableOrigSrc,
+        mark,
+        onConnection: (s) => this.inbound.handlePlaintext(s, originalDestination(s)),
+      });
+      this.listeners.push(plaintext);
+      const hbone = await listenCapture({
+        host: c.bindAddress,
+        port: c.ports.inbound,
+        transparent: c.enableOrigSrc,
+        mark,
+        onConnection: (s) => this.hboneServer.handleSocket(s),
+      });
+      this.listeners.push(hbone);
+      this.inboundTransparent = hbone.transparent && plaintext.transparent && c.enableOrigSrc !== false;
+      // Node mode: outbound leaves from the pod's own IP so the peer can deliver with it.
+      this.outboundTransparent = c.proxyMode === 'node' && outbound.transparent && c.enableOrigSrc !== false;
+      let socks5: number | undefined;
+      if (c.enableSocks5) {
+        const l = await listenPlain('127.0.0.1', c.ports.socks5, (s) => this.handleSocks5(s));
+        this.listeners.push(l);
+        socks5 = l.port;
+      }
+      const admin = await startAdminServer({
+        host: c.adminBindAddress,
+        port: c.ports.admin,
+        configDump: () => this.configDump(),
+        telemetry: this.telemetry,
+        onQuit: () => this.drain(),
+      });
+      const stats = await startStatsServer({ host: c.bindAddress, port: c.ports.stats, registry: this.telemetry.registry });
+      const ready = await startReadinessServer({ host: c.bindAddress, port: c.ports.readiness, readiness: this.readiness });
+      this.httpServers.push(admin, stats, ready);
+      this.bound = {
+        outbound: outbound.port,
+        inboundPlaintext: plaintext.port,
+        inbound: hbone.port,
+        socks5,
+        admin: portOf(admin),
+        stats: portOf(stats),
+        readiness: portOf(ready),
+      };
+    } catch (err) {
+      await this.stop();
+      throw err instanceof ZtError ? err : new ZtError('ZT_ERR_NATIVE', `cannot start listeners: ${errorMessage(err)}`, { cause: err });
+    }
+    this.watchLocalConfig();
+    this.readiness.ready('proxy');
+    this.telemetry.log.info(
+      {
+        scope: 'app',
+        mode: c.proxyMode,
+        node: c.nodeName ?? '',
+        ports: JSON.stringify(this.bound),
+        originalSource: this.inboundTransparent,
+        workloads: this.view.state.config.workloads.length,
+      },
+      'ztunnel-ts ready',
+    );
+    return this.bound;
+  }
+
+  ports(): BoundPorts {
+    if (!this.bound) throw new Error('not started');
+    return this.bound;
+  }
+
+  private handleSocks5(socket: net.Socket): void {
+    handleSocks5(
+      socket,
+      (host) => {
+        for (const s of this.view.state.config.services) {
+          if (s.hostname === host || `${s.name}.${s.namespace}` === host || s.name === host) return s.vips[0]?.address;
+        }
+        return undefined;
+      },
+      (target, answer) =>
+        this.outbound.handle(socket, target, {
+          onEstablished: () => answer.ok(),
+          onFailed: (err) => answer.fail(err.code === 'ZT_ERR_HBONE_STATUS' || err.code === 'ZT_ERR_AUTHZ_DENIED'),
+        }),
+      (reason) => this.telemetry.log.warn({ scope: 'socks5', error: reason }, 'bad SOCKS5 request'),
+    );
+  }
+
+  /** Swap in a new local config; a bad one is refused and the old one stays in force. */
+  reload(): boolean {
+    let local: LocalConfig;
+    try {
+      local = this.loadLocalConfig();
+    } catch (err) {
+      this.telemetry.log.error({ scope: 'config', error: errorMessage(err) }, 'local config reload refused; keeping the previous config');
+      return false;
+    }
+    const before = this.view;
+    this.view = this.buildView(local);
+    this.telemetry.log.info(
+      { scope: 'config', workloads: local.workloads.length, services: local.services.length, policies: local.policies.length },
+      'local config reloaded',
+    );
+    if (JSON.stringify(before.state.config.policies) !== JSON.stringify(local.policies)) this.reauthorize();
+    return true;
+  }
+
+  /** Re-evaluate every live inbound connection against the current policies. */
+  reauthorize(): number {
+    const closed = this.tracker.reauthorize(
+      this.view.policies,
+      (d) => new ZtError('ZT_ERR_POLICY_CHANGED', `connection closed due to policy change: ${d.reason}${d.policy ? ` (${d.policy})` : ''}`),
+    );
+    if (closed) this.telemetry.log.info({ scope: 'authorization', closed }, 'closed connections denied by the new policies');
+    return closed;
+  }
+
+  private watchLocalConfig(): void {
+    const path = this.config.localXdsPath;
+    if (!path) return;
+    const schedule = (): void => {
+      if (this.reloadTimer) clearTimeout(this.reloadTimer);
+      this.reloadTimer = setTimeout(() => {
+        this.reloadTimer = undefined;
+        this.reload();
+      }, 200);
+      this.reloadTimer.unref();
+    };
+    // Watch the directory: editors and `mv` replace the file (new inode).
+    try {
+      const dir = path.includes('/') ? path.slice(0, path.lastIndexOf('/')) || '/' : '.';
+      const base = path.slice(path.lastIndexOf('/') + 1);
+      this.watcher = fs.watch(dir, (_ev, name) => {
+        if (!name || name === base) schedule();
+      });
+      this.watcher.unref();
+    } catch {
+      fs.watchFile(path, { interval: 1000, persistent: false }, schedule);
+    }
+  }
+
+  configDump(): unknown {
+    const { state } = this.view;
+    return {
+      workloads: state.config.workloads,
+      services: state.config.services,
+      policies: state.config.policies,
+      certificates: this.secrets.dump(),
+      connections: this.tracker.dump(),
+      pool: { sessions: this.pool.sessionCount() },
+      hboneServer: { sessions: this.hboneServer.sessionCount() },
+      config: { ...this.config, originalSource: this.inboundTransparent },
+      version: { component: 'ztunnel-ts', version: VERSION, node: process.version },
+    };
+  }
+
+  /** Graceful drain; idempotent. Resolves when everything is closed. */
+  drain(): Promise<void> {
+    if (!this.draining) this.draining = this.doDrain();
+    return this.draining;
+  }
+
+  private async doDrain(): Promise<void> {
+    const deadline = this.config.connectionTerminationDeadlineMs;
+    this.readiness.pending('draining');
+    this.telemetry.log.info({ scope: 'app', deadlineMs: deadline, open: this.tracker.size }, 'draining');
+    for (const l of this.listeners) l.server.close();
+    this.hboneServer.drain();
+    this.pool.close();
+    const until = Date.now() + deadline;
+    while (this.tracker.size > 0 && Date.now() < until) await sleep(50);
+    if (this.tracker.size > 0) {
+      this.telemetry.log.info({ scope: 'app', open: this.tracker.size }, 'termination deadline reached; closing remaining connections');
+      this.tracker.abortAll(new ZtError('ZT_ERR_DRAINING', 'closed at the termination deadline'));
+    }
+    this.hboneServer.destroy();
+    await this.stop();
+  }
+
+  /** Close everything now (no grace). */
+  async stop(): Promise<void> {
+    if (this.reloadTimer) clearTimeout(this.reloadTimer);
+    this.watcher?.close();
+    if (this.config.localXdsPath) fs.unwatchFile(this.config.localXdsPath);
+    for (const l of this.listeners) l.server.close();
+    this.listeners = [];
+    this.tracker.abortAll(new ZtError('ZT_ERR_DRAINING', 'ztunnel stopped'));
+    this.hboneServer.destroy();
+    this.pool.destroy();
+    await Promise.all(this.httpServers.map((s) => closeServer(s)));
+    this.httpServers = [];
+    this.secrets.close();
+    await this.telemetry.close();
+    this.markStopped();
+  }
+}
+
+function portOf(s: http.Server): number {
+  const a = s.address();
+  return typeof a === 'object' && a ? a.port : 0;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

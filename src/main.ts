@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+// Process entry: the `ztunnel-ts` command. Without a subcommand it runs the proxy
+// (config from the environment); subcommands cover the certificate authority, the
+// kernel redirection, the node agent and the demo. Signals: SIGTERM / SIGINT drain
+// gracefully; a second SIGINT exits at once. Exit codes: 0 ok, 1 start-up failure,
+// 2 usage error.
+import { App, VERSION } from './app.js';
+import { loadConfig } from './config/env.js';
+import { errorMessage } from './errors.js';
+
+const USAGE = `ztunnel-ts ${VERSION} — a userspace ztunnel for the Istio ambient mesh
+
+usage:
+  ztunnel-ts [run]                       run the proxy (configured by environment variables; see README)
+  ztunnel-ts ca create --out DIR         write a new mesh root CA (ca-cert.pem, ca-key.pem)
+  ztunnel-ts redirect node|ztunnel ...   program the kernel capture path (--dry-run prints, --remove undoes)
+  ztunnel-ts node-agent --config FILE --node NAME
+                                         keep the node's ipset and pod routes in step with the config
+  ztunnel-ts demo                        sleep → productpage through two ztunnels in network namespaces (root)
+  ztunnel-ts --version | --help
+`;
+
+async function run(): Promise<number> {
+  let app: App;
+  try {
+    const config = loadConfig(process.env);
+    app = new App(config);
+    await app.start();
+  } catch (err) {
+    process.stderr.write(`ztunnel-ts: cannot start: ${errorMessage(err)}\n`);
+    return 1;
+  }
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals += 1;
+    if (sig === 'SIGINT' && signals > 1) process.exit(130);
+    void app.drain();
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  await app.stopped;
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case 'run':
+      return run();
+    case 'ca': {
+      const { runCaCreate } = await import('./identity/ca-cli.js');
+      if (rest[0] !== 'create') {
+        process.stderr.write('usage: ztunnel-ts ca create --out DIR\n');
+        return 2;
+      }
+      return runCaCreate(rest.slice(1));
+    }
+    case 'redirect': {
+      const { runRedirectCli } = await import('./redirect/cli.js');
+      return runRedirectCli(rest);
+    }
+    case 'node-agent': {
+      const { runNodeAgentCli } = await import('./redirect/cli.js');
+      return runNodeAgentCli(rest);
+    }
+    case 'demo': {
+      const { runDemo } = await import('./demo/demo.js');
+      return runDemo(rest);
+    }
+    case '--version':
+      process.stdout.write(`${VERSION}\n`);
+      return 0;
+    case '--help':
+    case '-h':
+    case 'help':
+      process.stdout.write(USAGE);
+      return 0;
+    default:
+      process.stderr.write(`ztunnel-ts: unknown command '${cmd}'\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // Give async log destinations a moment to flush, then leave even if a handle lingers.
+    setTimeout(() => process.exit(code), 200).unref();
+  },
+  (err: unknown) => {
+    process.stderr.write(`ztunnel-ts: ${errorMessage(err)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,265 @@
+// The HBONE client: pooled mutual-TLS 1.3 + HTTP/2 sessions to peer ztunnels, one
+// CONNECT stream per proxied TCP connection (ztunnel-behaviour §2.1–2.6).
+// Pool key = { source identity, expected destination identities, destination ip:port,
+// spoofed source IP (when original-source is on) }. A session carries at most
+// maxStreams streams; a full one is skipped and a new one opened for the same key.
+// Concurrent requesters for one key share a single session being created (no storms).
+// Idle sessions are released after idleMs; dead ones (GOAWAY, error, close) are evicted.
+// Invariants: TLS 1.3 only, ALPN h2 only, no SNI, the server's SPIFFE identity must be
+// one of the expected ones or the session is never used.
+import http2 from 'node:http2';
+import tls from 'node:tls';
+import { ZtError } from '../errors.js';
+import { checkServerIdentity } from '../identity/verify.js';
+import { formatHostPort } from '../util/ip.js';
+import { type H2Tuning, h2Settings, raiseConnectionWindow, startKeepalive } from './h2-settings.js';
+import { createUpstreamSocket } from './tcp-connect.js';
+
+export interface HboneTarget {
+  /** spiffe://… of the local workload we speak as. */
+  sourceIdentity: string;
+  tls: { key: string; cert: string; ca: string };
+  expectedIdentities: readonly string[];
+  dst: { ip: string; port: number };
+  /** Foreign source IP for the TCP connection (original-source); part of the key. */
+  sourceIp: string | undefined;
+}
+
+export interface PoolOptions {
+  tuning: H2Tuning;
+  maxStreamsPerConnection: number;
+  idleReleaseMs: number;
+  connectTimeoutMs: number;
+  mark: number | undefined;
+  onSpoofFailure?: (err: unknown) => void;
+}
+
+interface PooledSession {
+  key: string;
+  session: http2.ClientHttp2Session;
+  active: number;
+  lastUsed: number;
+  usable: boolean;
+}
+
+export class HbonePool {
+  private readonly opts: PoolOptions;
+  private readonly sessions = new Map<string, PooledSession[]>();
+  private readonly creating = new Map<string, Promise<PooledSession>>();
+  private readonly sweeper: NodeJS.Timeout;
+  private closed = false;
+
+  constructor(opts: PoolOptions) {
+    this.opts = opts;
+    this.sweeper = setInterval(() => this.releaseIdle(), Math.max(1000, Math.min(opts.idleReleaseMs, 30_000)));
+    this.sweeper.unref();
+  }
+
+  static keyOf(t: HboneTarget): string {
+    return `${t.sourceIdentity}|${t.expectedIdentities.join(',')}|${formatHostPort(t.dst.ip, t.dst.port)}|${t.sourceIp ?? ''}`;
+  }
+
+  /** Open one CONNECT stream; resolves once the peer answered 200. */
+  async connect(target: HboneTarget, authority: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream> {
+    if (this.closed) throw new ZtError('ZT_ERR_DRAINING');
+    const pooled = await this.checkout(target);
+    pooled.active += 1;
+    pooled.lastUsed = Date.now();
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = pooled.session.request({ ':method': 'CONNECT', ':authority': authority, ...headers }, { endStream: false });
+    } catch (err) {
+      this.release(pooled);
+      throw new ZtError('ZT_ERR_H2', `HBONE request failed: ${(err as Error).message}`, { cause: err });
+    }
+    stream.once('close', () => this.release(pooled));
+    return await new Promise<http2.ClientHttp2Stream>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        reject(new ZtError('ZT_ERR_HBONE_STATUS', `no HBONE response within ${this.opts.connectTimeoutMs}ms`));
+      }, this.opts.connectTimeoutMs);
+      const onError = (err: Error): void => {
+        clearTimeout(timer);
+        reject(new ZtError('ZT_ERR_H2', `HBONE stream failed: ${err.message}`, { cause: err }));
+      };
+      const onClose = (): void => {
+        clearTimeout(timer);
+        reject(new ZtError('ZT_ERR_HBONE_STATUS', `HBONE stream closed before a response (code ${stream.rstCode})`));
+      };
+      stream.once('error', onError);
+      stream.once('close', onClose);
+      stream.once('response', (h) => {
+        clearTimeout(timer);
+        stream.removeListener('error', onError);
+        stream.removeListener('close', onClose);
+        const status = Number(h[':status']);
+        if (status !== 200) {
+          stream.close(http2.constants.NGHTTP2_CANCEL);
+          reject(new ZtError('ZT_ERR_HBONE_STATUS', `http status: ${status}`));
+          return;
+        }
+        resolve(stream);
+      });
+    });
+  }
+
+  /** Number of live sessions (for tests and config_dump). */
+  sessionCount(): number {
+    let n = 0;
+    for (const list of this.sessions.values()) n += list.length;
+    return n;
+  }
+
+  /** Drain: GOAWAY every session; they close when their streams end. */
+  close(): void {
+    this.closed = true;
+    clearInterval(this.sweeper);
+    for (const list of this.sessions.values()) for (const p of list) p.session.close();
+    this.sessions.clear();
+  }
+
+  destroy(): void {
+    this.close();
+  }
+
+  private limitOf(p: PooledSession): number {
+    const remote = p.session.remoteSettings?.maxConcurrentStreams;
+    return Math.min(this.opts.maxStreamsPerConnection, remote && remote > 0 ? remote : Infinity);
+  }
+
+  private async checkout(target: HboneTarget): Promise<PooledSession> {
+    const key = HbonePool.keyOf(target);
+    for (;;) {
+      const list = this.sessions.get(key);
+      if (list) {
+        for (const p of list) {
+          if (p.usable && !p.session.closed && !p.session.destroyed && p.active < this.limitOf(p)) return p;
+        }
+      }
+      const pending = this.creating.get(key);
+      if (pending) {
+        // Someone is creating a session for this key: wait for it, then re-check capacity.
+        await pending.catch(() => undefined);
+        if (this.creating.get(key) === pending) this.creating.delete(key);
+        const again = this.sessions.get(key)?.find((p) => p.usable && p.active < this.limitOf(p));
+        if (again) return again;
+        if (this.creating.has(key)) continue;
+      }
+      const creation = this.createSession(key, target);
+      this.creating.set(key, creation);
+      try {
+        return await creation;
+      } finally {
+        if (this.creating.get(key) === creation) this.creating.delete(key);
+      }
+    }
+  }
+
+  private createSession(key: string, target: HboneTarget): Promise<PooledSession> {
+    const { tuning } = this.opts;
+    return new Promise<PooledSession>((resolve, reject) => {
+      const raw = createUpstreamSocket(target.dst.ip, {
+        sourceIp: target.sourceIp,
+        mark: this.opts.mark,
+        timeoutMs: this.opts.connectTimeoutMs,
+        onSpoofFailure: this.opts.onSpoofFailure,
+      });
+      raw.setNoDelay(true);
+      raw.connect({ host: target.dst.ip, port: target.dst.port });
+      const sock = tls.connect({
+        socket: raw,
+        key: target.tls.key,
+        cert: target.tls.cert,
+        ca: target.tls.ca,
+        minVersion: 'TLSv1.3',
+        maxVersion: 'TLSv1.3',
+        ALPNProtocols: ['h2'],
+        rejectUnauthorized: true,
+        // No SNI: peers are identified by their SPIFFE URI SAN only.
+        checkServerIdentity: (_host, cert) => checkServerIdentity(target.expectedIdentities, cert),
+      });
+      let settled = false;
+      const fail = (err: ZtError): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        sock.destroy();
+        raw.destroy();
+        reject(err);
+      };
+      const timer = setTimeout(() => {
+        fail(
+          new ZtError(
+            'ZT_ERR_HBONE_CONNECT_TIMEOUT',
+            `HBONE connect to ${formatHostPort(target.dst.ip, target.dst.port)} timed out after ${this.opts.connectTimeoutMs}ms (maybe a NetworkPolicy is blocking HBONE port ${target.dst.port})`,
+          ),
+        );
+      }, this.opts.connectTimeoutMs);
+      sock.once('error', (err: Error & { code?: string }) => {
+        if (err instanceof ZtError) return fail(err);
+        const handshake = raw.readyState === 'open' || err.code?.startsWith('ERR_TLS') || err.code?.startsWith('ERR_SSL');
+        fail(
+          new ZtError(
+            handshake ? 'ZT_ERR_TLS_HANDSHAKE' : 'ZT_ERR_CONNECT_FAILED',
+            `HBONE connect to ${formatHostPort(target.dst.ip, target.dst.port)} failed: ${err.message}`,
+            { cause: err },
+          ),
+        );
+      });
+      sock.once('secureConnect', () => {
+        if (sock.alpnProtocol !== 'h2') {
+          fail(new ZtError('ZT_ERR_TLS_HANDSHAKE', `peer did not negotiate ALPN h2 (got ${String(sock.alpnProtocol)})`));
+          return;
+        }
+        const session = http2.connect(`https://${formatHostPort(target.dst.ip, target.dst.port)}`, {
+          createConnection: () => sock,
+          settings: h2Settings(tuning),
+          maxSessionMemory: 64,
+        });
+        raiseConnectionWindow(session, tuning);
+        startKeepalive(session);
+        const pooled: PooledSession = { key, session, active: 0, lastUsed: Date.now(), usable: true };
+        const evict = (): void => {
+          pooled.usable = false;
+          const list = this.sessions.get(key);
+          if (!list) return;
+          const i = list.indexOf(pooled);
+          if (i >= 0) list.splice(i, 1);
+          if (list.length === 0) this.sessions.delete(key);
+        };
+        session.once('goaway', evict);
+        session.once('close', evict);
+        session.on('error', evict);
+        session.once('connect', () => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(timer);
+          const list = this.sessions.get(key);
+          if (list) list.push(pooled);
+          else this.sessions.set(key, [pooled]);
+          resolve(pooled);
+        });
+        session.once('error', (err) => fail(new ZtError('ZT_ERR_H2', `HTTP/2 session failed: ${err.message}`, { cause: err })));
+      });
+    });
+  }
+
+  private release(p: PooledSession): void {
+    p.active -= 1;
+    p.lastUsed = Date.now();
+  }
+
+  private releaseIdle(): void {
+    const now = Date.now();
+    for (const [key, list] of this.sessions) {
+      for (const p of [...list]) {
+        if (p.active === 0 && now - p.lastUsed >= this.opts.idleReleaseMs) {
+          p.usable = false;
+          p.session.close();
+          list.splice(list.indexOf(p), 1);
+        }
+      }
+      if (list.length === 0) this.sessions.delete(key);
+    }
+  }
+}

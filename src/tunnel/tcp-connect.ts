@@ -1,0 +1,60 @@
+// Upstream TCP connects for every path: to a peer's HBONE port, to a plain TCP
+// destination, and from the inbound side to the local app. Optionally from a foreign
+// source IP (original-source preservation: IP_TRANSPARENT + IP_FREEBIND) and with an
+// SO_MARK. A spoofing failure only downgrades to an unspoofed connect (as upstream);
+// the connect itself has a hard timeout.
+import net from 'node:net';
+import { createFreebindSocketFd, createMarkedSocketFd } from '../../native-shims/index.js';
+import { ZtError } from '../errors.js';
+
+export interface TcpConnectOptions {
+  /** Bind to this (possibly foreign) source IP first. Ignored when equal to the destination. */
+  sourceIp?: string | undefined;
+  mark?: number | undefined;
+  timeoutMs: number;
+  /** Error code for a timeout (HBONE connects report NETWORK_POLICY). */
+  timeoutCode?: 'ZT_ERR_CONNECT_TIMEOUT' | 'ZT_ERR_HBONE_CONNECT_TIMEOUT';
+  onSpoofFailure?: (err: unknown) => void;
+}
+
+/** A socket created (not yet connected) with the requested source IP / mark. */
+export function createUpstreamSocket(ip: string, opts: TcpConnectOptions): net.Socket {
+  let fd = -1;
+  if (opts.sourceIp && opts.sourceIp !== ip) {
+    try {
+      fd = createFreebindSocketFd(opts.mark === undefined ? { sourceIp: opts.sourceIp } : { sourceIp: opts.sourceIp, mark: opts.mark });
+    } catch (err) {
+      opts.onSpoofFailure?.(err);
+    }
+  }
+  if (fd < 0 && opts.mark !== undefined) {
+    try {
+      fd = createMarkedSocketFd({ family: net.isIPv6(ip) ? 6 : 4, mark: opts.mark });
+    } catch (err) {
+      opts.onSpoofFailure?.(err);
+    }
+  }
+  return fd >= 0 ? new net.Socket({ fd, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
+}
+
+/** Connects and resolves once established; rejects with a ZtError. */
+export function connectTcp(ip: string, port: number, opts: TcpConnectOptions): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = createUpstreamSocket(ip, opts);
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new ZtError(opts.timeoutCode ?? 'ZT_ERR_CONNECT_TIMEOUT', `connect to ${net.isIPv6(ip) ? `[${ip}]` : ip}:${port} timed out after ${opts.timeoutMs}ms`));
+    }, opts.timeoutMs);
+    const onError = (err: Error): void => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(new ZtError('ZT_ERR_CONNECT_FAILED', `connect to ${ip}:${port} failed: ${err.message}`, { cause: err }));
+    };
+    sock.once('error', onError);
+    sock.connect({ host: ip, port, noDelay: true }, () => {
+      clearTimeout(timer);
+      sock.removeListener('error', onError);
+      resolve(sock);
+    });
+  });
+}

@@ -1,0 +1,481 @@
+// Identity layer: SPIFFE ids, the CA and its certificates (checked with node:crypto and real
+// TLS 1.3 handshakes on 127.0.0.1), SAN checks, the secret manager and `ca create`.
+import t, { type Test } from 'tap';
+import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as tls from 'node:tls';
+import { ZtError } from '../../src/errors.js';
+import { CertificateAuthority } from '../../src/identity/ca.js';
+import { runCaCreate } from '../../src/identity/ca-cli.js';
+import { SecretManager } from '../../src/identity/secret-manager.js';
+import { formatSpiffeId, parseSpiffeId, spiffeIdOfWorkload } from '../../src/identity/spiffe.js';
+import {
+  checkClientTrustDomain,
+  checkServerIdentity,
+  parseSubjectAltNameText,
+  peerIdentityOf,
+  uriSansOf,
+} from '../../src/identity/verify.js';
+import {
+  OID,
+  buildName,
+  buildRandomSerial,
+  parseCertificate,
+  readKeyUsageBits,
+  readSubjectKeyIdentifier,
+  signCertificate,
+  derToPem,
+  uriSubjectAltNameExtension,
+} from '../../src/identity/x509.js';
+
+const SERVER_ID = 'spiffe://cluster.local/ns/default/sa/server';
+const CLIENT_ID = 'spiffe://cluster.local/ns/default/sa/client';
+
+// One CA for the whole file: key generation is cheap but the handshakes need a shared root.
+const ca = CertificateAuthority.generate({ commonName: 'identity-test root' });
+const otherCa = CertificateAuthority.generate({ commonName: 'identity-test other root' });
+
+function tempDir(t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'zt-identity-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test('SPIFFE id parsing', async (t) => {
+  const rows: [string, ReturnType<typeof parseSpiffeId>][] = [
+    ['spiffe://cluster.local/ns/default/sa/bookinfo', { trustDomain: 'cluster.local', namespace: 'default', serviceAccount: 'bookinfo' }],
+    ['spiffe://td/ns/a-b/sa/c.d', { trustDomain: 'td', namespace: 'a-b', serviceAccount: 'c.d' }],
+    ['cluster.local/ns/default/sa/x', undefined],
+    ['http://cluster.local/ns/default/sa/x', undefined],
+    ['SPIFFE://cluster.local/ns/default/sa/x', undefined],
+    ['spiffe://cluster.local/namespace/default/sa/x', undefined],
+    ['spiffe://cluster.local/ns/default/serviceaccount/x', undefined],
+    ['spiffe://cluster.local/sa/default/ns/x', undefined],
+    ['spiffe://cluster.local/ns/default/sa/x/extra', undefined],
+    ['spiffe://cluster.local/ns/default/sa/x/', undefined],
+    ['spiffe://cluster.local/ns/default/sa', undefined],
+    ['spiffe:///ns/default/sa/x', undefined],
+    ['spiffe://cluster.local/ns//sa/x', undefined],
+    ['spiffe://cluster.local/ns/default/sa/', undefined],
+    ['spiffe://cluster.local/ns/de fault/sa/x', undefined],
+    ['spiffe://cluster.local/ns/default/sa/x?q', undefined],
+    ['', undefined],
+  ];
+  for (const [uri, want] of rows) t.same(parseSpiffeId(uri), want, JSON.stringify(uri));
+  const id = { trustDomain: 'cluster.local', namespace: 'ns1', serviceAccount: 'sa1' };
+  t.equal(formatSpiffeId(id), 'spiffe://cluster.local/ns/ns1/sa/sa1');
+  t.same(parseSpiffeId(formatSpiffeId(id)), id);
+  t.equal(spiffeIdOfWorkload({ trustDomain: 'td', namespace: 'n', serviceAccount: 's' }), 'spiffe://td/ns/n/sa/s');
+});
+
+t.test('root certificate', async (t) => {
+  const root = new X509Certificate(ca.rootCertPem);
+  t.equal(root.ca, true);
+  t.match(root.subject, /O=cluster\.local/);
+  t.match(root.subject, /CN=identity-test root/);
+  t.equal(root.subject, root.issuer);
+  t.ok(root.verify(root.publicKey), 'self-signed');
+  const ext = parseCertificate(root.raw).extensions;
+  t.equal(ext.get(OID.basicConstraints)?.critical, true);
+  t.same(readKeyUsageBits(ext.get(OID.keyUsage)!.value), [5, 6], 'keyCertSign + cRLSign');
+  t.equal(ext.get(OID.keyUsage)?.critical, true);
+  t.equal(readSubjectKeyIdentifier(ext.get(OID.subjectKeyIdentifier)!.value).length, 20);
+  t.equal(ca.rootCertificate.identity, 'identity-test root');
+  t.equal(ca.rootCertificate.serialHex, root.serialNumber.toUpperCase());
+  t.ok(ca.rootCertificate.notAfter.getTime() - Date.now() > 3600 * 24 * 3000 * 1000, 'about ten years');
+  t.throws(() => CertificateAuthority.generate({ validityDays: 0 }), { code: 'ZT_ERR_CONFIG_INVALID' });
+});
+
+t.test('workload certificate', async (t) => {
+  const before = Date.now();
+  const issued = ca.issueWorkloadCertificate(SERVER_ID);
+  const cert = new X509Certificate(issued.certPem);
+  const root = new X509Certificate(ca.rootCertPem);
+  t.ok(cert.checkIssued(root), 'issuer names match');
+  t.ok(cert.verify(root.publicKey), 'signed by the root');
+  t.equal(cert.ca, false);
+  t.equal(cert.subject ?? '', '', 'empty subject');
+  t.equal(cert.subjectAltName, `URI:${SERVER_ID}`);
+  t.same(uriSansOf(cert), [SERVER_ID]);
+  t.equal(peerIdentityOf(cert), SERVER_ID);
+  t.equal(issued.identity, SERVER_ID);
+  t.equal(cert.serialNumber.toUpperCase(), issued.serialHex);
+  t.match(issued.serialHex, /^[4-7][0-9A-F]{31}$/, '16 positive bytes');
+  t.equal(new Date(cert.validFrom).getTime(), issued.notBefore.getTime());
+  t.equal(new Date(cert.validTo).getTime(), issued.notAfter.getTime());
+  t.ok(Math.abs(issued.notBefore.getTime() - (before - 60_000)) < 2000, 'back-dated 60 s');
+  t.ok(Math.abs(issued.notAfter.getTime() - (before + 24 * 3600_000)) < 2000, '24 h');
+  t.same(cert.keyUsage, [OID.serverAuth, OID.clientAuth], 'EKU');
+  const ext = parseCertificate(cert.raw).extensions;
+  t.equal(ext.get(OID.subjectAltName)?.critical, true, 'SAN critical');
+  t.same(readKeyUsageBits(ext.get(OID.keyUsage)!.value), [0, 2], 'digitalSignature + keyEncipherment');
+  t.equal(ext.get(OID.keyUsage)?.critical, true);
+  t.equal(ext.get(OID.basicConstraints)?.value.toString('hex'), '3000', 'CA:FALSE');
+  const rootSki = readSubjectKeyIdentifier(parseCertificate(root.raw).extensions.get(OID.subjectKeyIdentifier)!.value);
+  t.equal(ext.get(OID.authorityKeyIdentifier)?.value.toString('hex'), `3016${'80' + '14'}${rootSki.toString('hex')}`, 'AKI = root SKI');
+  const key = createPrivateKey(issued.keyPem);
+  t.equal(key.asymmetricKeyDetails?.namedCurve, 'prime256v1');
+  t.ok(cert.checkPrivateKey(key));
+  t.not(ca.issueWorkloadCertificate(SERVER_ID).serialHex, issued.serialHex, 'fresh serial each time');
+
+  const short = ca.issueWorkloadCertificate(SERVER_ID, { validityMs: 5000, now: Date.parse('2030-01-01T00:00:00.700Z') });
+  t.equal(short.notBefore.toISOString(), '2029-12-31T23:59:00.000Z');
+  t.equal(short.notAfter.toISOString(), '2030-01-01T00:00:05.000Z');
+
+  for (const bad of ['spiffe://td/ns/a/sa/b/c', 'https://x', 'spiffe://td/ns/ä/sa/b']) {
+    t.throws(() => ca.issueWorkloadCertificate(bad), { code: 'ZT_ERR_CONFIG_INVALID' }, bad);
+  }
+  t.throws(() => ca.issueWorkloadCertificate(SERVER_ID, { validityMs: -1 }), { code: 'ZT_ERR_CONFIG_INVALID' });
+});
+
+t.test('SAN text parsing resists crafted values', async (t) => {
+  t.same(parseSubjectAltNameText('URI:spiffe://a/ns/b/sa/c, DNS:example.com, IP Address:10.0.0.1'), [
+    { type: 'URI', value: 'spiffe://a/ns/b/sa/c' },
+    { type: 'DNS', value: 'example.com' },
+    { type: 'IP Address', value: '10.0.0.1' },
+  ]);
+  t.same(parseSubjectAltNameText('DNS:"a\\u002c URI:spiffe://evil/ns/x/sa/y", URI:spiffe://td/ns/a/sa/b'), [
+    { type: 'DNS', value: 'a, URI:spiffe://evil/ns/x/sa/y' },
+    { type: 'URI', value: 'spiffe://td/ns/a/sa/b' },
+  ]);
+  t.same(parseSubjectAltNameText(''), []);
+
+  // A real certificate whose single URI SAN contains ", URI:": Node quotes it, we must not split it.
+  const crafted = 'spiffe://td/ns/a/sa/b, URI:spiffe://cluster.local/ns/default/sa/admin';
+  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const rootKey = createPrivateKey(readCaKey(ca, t));
+  const rootSubject = parseCertificate(new X509Certificate(ca.rootCertPem).raw).subject;
+  const der = signCertificate(
+    {
+      serial: buildRandomSerial(),
+      issuer: rootSubject,
+      subject: buildName({}),
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 3600_000),
+      publicKey,
+      extensions: [uriSubjectAltNameExtension(crafted, true)],
+    },
+    rootKey,
+  );
+  const cert = new X509Certificate(derToPem(der));
+  t.ok(cert.verify(new X509Certificate(ca.rootCertPem).publicKey));
+  t.same(uriSansOf(cert), [crafted]);
+  t.equal(peerIdentityOf(cert), undefined, 'not a SPIFFE id');
+  t.type(checkServerIdentity(['spiffe://cluster.local/ns/default/sa/admin'], cert), ZtError);
+  t.same(uriSansOf({ raw: der } as unknown as tls.PeerCertificate), [crafted], 'DER fallback without text');
+  t.same(uriSansOf({} as tls.PeerCertificate), [], 'no peer certificate');
+  t.same(uriSansOf(undefined), []);
+});
+
+t.test('identity checks', async (t) => {
+  const cert = new X509Certificate(ca.issueWorkloadCertificate(SERVER_ID).certPem);
+  t.equal(checkServerIdentity([SERVER_ID], cert), undefined);
+  t.equal(checkServerIdentity(['spiffe://cluster.local/ns/x/sa/y', SERVER_ID], cert), undefined);
+  const err = checkServerIdentity([CLIENT_ID], cert);
+  t.type(err, ZtError);
+  t.equal((err as ZtError).code, 'ZT_ERR_IDENTITY_MISMATCH');
+  t.match(err?.message, CLIENT_ID);
+  t.match(err?.message, SERVER_ID);
+  t.type(checkServerIdentity([], cert), ZtError, 'nothing expected: fail closed');
+  t.type(checkServerIdentity([SERVER_ID], undefined), ZtError);
+  t.equal(checkClientTrustDomain('cluster.local', cert), undefined);
+  const tdErr = checkClientTrustDomain('other.local', cert);
+  t.equal((tdErr as ZtError).code, 'ZT_ERR_IDENTITY_MISMATCH');
+  t.match(tdErr?.message, 'other.local');
+});
+
+interface HandshakeResult {
+  clientError: Error | undefined;
+  clientReceived: string;
+  serverError: Error | undefined;
+  serverPeer: tls.PeerCertificate | undefined;
+  clientPeer: tls.PeerCertificate | undefined;
+}
+
+/** One TLS 1.3 mutual-auth connection on loopback; the server answers "ok" and closes. */
+async function handshake(
+  t: Test,
+  server: tls.TlsOptions | { secureContext: tls.SecureContext },
+  client: tls.ConnectionOptions,
+  check?: (cert: tls.PeerCertificate) => Error | undefined,
+): Promise<HandshakeResult> {
+  const result: HandshakeResult = {
+    clientError: undefined,
+    clientReceived: '',
+    serverError: undefined,
+    serverPeer: undefined,
+    clientPeer: undefined,
+  };
+  let serverDone!: () => void;
+  const serverSettled = new Promise<void>((resolve) => (serverDone = resolve));
+  const onSecure = (socket: tls.TLSSocket): void => {
+    result.serverPeer = socket.getPeerCertificate();
+    socket.on('error', () => {});
+    socket.end('ok');
+    serverDone();
+  };
+  const onServerError = (err: Error): void => {
+    result.serverError = err;
+    serverDone();
+  };
+  let srv: tls.Server | NetServer;
+  if ('secureContext' in server) {
+    // Per-connection context, as the HBONE server does without SNI.
+    srv = createNetServer((raw) => {
+      const socket = new tls.TLSSocket(raw, {
+        isServer: true,
+        secureContext: server.secureContext,
+        requestCert: true,
+        rejectUnauthorized: true,
+      });
+      socket.on('secure', () => onSecure(socket));
+      socket.on('error', onServerError);
+    });
+  } else {
+    srv = tls.createServer({ ...server, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, onSecure);
+    srv.on('tlsClientError', onServerError);
+  }
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => srv.close());
+  const { port } = srv.address() as AddressInfo;
+  await new Promise<void>((resolve) => {
+    const socket = tls.connect({
+      ...client,
+      host: '127.0.0.1',
+      port,
+      minVersion: 'TLSv1.3',
+      ...(check && { checkServerIdentity: (_host: string, cert: tls.PeerCertificate) => check(cert) }),
+    });
+    socket.on('secureConnect', () => {
+      result.clientPeer = socket.getPeerCertificate();
+      t.equal(socket.getProtocol(), 'TLSv1.3');
+    });
+    socket.on('data', (d: Buffer) => (result.clientReceived += d.toString()));
+    socket.on('error', (err) => (result.clientError ??= err));
+    socket.on('close', () => resolve());
+  });
+  await Promise.race([serverSettled, new Promise((r) => setTimeout(r, 1000))]);
+  return result;
+}
+
+t.test('mutual TLS 1.3 between two workloads of one CA', async (t) => {
+  const sm = new SecretManager(ca);
+  t.teardown(() => sm.close());
+  const ok = await handshake(t, sm.getTlsOptions(SERVER_ID), sm.getTlsOptions(CLIENT_ID), (cert) =>
+    checkServerIdentity([SERVER_ID], cert),
+  );
+  t.equal(ok.clientError, undefined);
+  t.equal(ok.clientReceived, 'ok');
+  t.equal(peerIdentityOf(ok.serverPeer), CLIENT_ID, 'server sees the client identity');
+  t.equal(peerIdentityOf(ok.clientPeer), SERVER_ID, 'client sees the server identity');
+  t.same(uriSansOf(ok.serverPeer!), [CLIENT_ID], 'SANs from a tls.PeerCertificate');
+  t.equal(checkClientTrustDomain('cluster.local', ok.serverPeer), undefined);
+
+  const wrong = await handshake(t, sm.getTlsOptions(SERVER_ID), sm.getTlsOptions(CLIENT_ID), (cert) =>
+    checkServerIdentity(['spiffe://cluster.local/ns/default/sa/someone-else'], cert),
+  );
+  t.type(wrong.clientError, ZtError, 'client aborts on identity mismatch');
+  t.equal((wrong.clientError as ZtError).code, 'ZT_ERR_IDENTITY_MISMATCH');
+  t.equal(wrong.clientReceived, '');
+
+  const viaContext = await handshake(t, { secureContext: sm.getSecureContext(SERVER_ID) }, sm.getTlsOptions(CLIENT_ID), (cert) =>
+    checkServerIdentity([SERVER_ID], cert),
+  );
+  t.equal(viaContext.clientError, undefined);
+  t.equal(viaContext.clientReceived, 'ok', 'SecureContext serves the same identity');
+  t.equal(peerIdentityOf(viaContext.serverPeer), CLIENT_ID);
+});
+
+t.test('client from another trust domain of the same root', async (t) => {
+  const sm = new SecretManager(ca);
+  t.teardown(() => sm.close());
+  const foreign = 'spiffe://other.local/ns/default/sa/x';
+  const r = await handshake(t, sm.getTlsOptions(SERVER_ID), sm.getTlsOptions(foreign), (cert) =>
+    checkServerIdentity([SERVER_ID], cert),
+  );
+  t.equal(peerIdentityOf(r.serverPeer), foreign, 'chain is valid, so TLS alone accepts it');
+  const err = checkClientTrustDomain('cluster.local', r.serverPeer);
+  t.type(err, ZtError, 'the trust-domain check rejects it');
+  t.match(err?.message, foreign);
+});
+
+t.test('certificates from a different root fail the handshake', async (t) => {
+  const sm = new SecretManager(ca);
+  const otherSm = new SecretManager(otherCa);
+  t.teardown(() => {
+    sm.close();
+    otherSm.close();
+  });
+  // Client presents a cert of the other root (but trusts ours): the server must refuse it.
+  const client = { ...otherSm.getTlsOptions(CLIENT_ID), ca: ca.rootCertPem };
+  const r1 = await handshake(t, sm.getTlsOptions(SERVER_ID), client, (cert) => checkServerIdentity([SERVER_ID], cert));
+  // Node's server drops the connection (no alert) when rejectUnauthorized fails on the client
+  // cert, so the error is a generic hang-up; what matters is that no secure session came up.
+  t.ok(r1.serverError, 'server reports a client error');
+  t.equal(r1.serverPeer, undefined, 'server never accepted the connection');
+  t.equal(r1.clientReceived, '', 'client got no data');
+
+  // Server presents a cert of the other root: the client must refuse it before any check of ours.
+  let checked = false;
+  const r2 = await handshake(t, { ...otherSm.getTlsOptions(SERVER_ID), ca: ca.rootCertPem }, sm.getTlsOptions(CLIENT_ID), () => {
+    checked = true;
+    return undefined;
+  });
+  t.ok(r2.clientError, `client rejects: ${r2.clientError?.message}`);
+  t.equal(checked, false, 'identity check never reached');
+  t.equal(r2.clientReceived, '');
+});
+
+t.test('CA round trip through files', async (t) => {
+  const dir = join(tempDir(t), 'nested', 'ca');
+  const { certPath, keyPath } = ca.writeTo(dir);
+  t.equal(certPath, join(dir, 'ca-cert.pem'));
+  t.equal(keyPath, join(dir, 'ca-key.pem'));
+  t.equal(statSync(certPath).mode & 0o777, 0o644);
+  t.equal(statSync(keyPath).mode & 0o777, 0o600);
+  t.match(readFileSync(keyPath, 'utf8'), /BEGIN PRIVATE KEY/);
+  t.notMatch(readFileSync(certPath, 'utf8'), /PRIVATE KEY/);
+
+  const loaded = CertificateAuthority.fromFiles(certPath, keyPath);
+  t.equal(loaded.rootCertPem, ca.rootCertPem);
+  t.same(loaded.rootCertificate, ca.rootCertificate);
+  const leaf = new X509Certificate(loaded.issueWorkloadCertificate(SERVER_ID).certPem);
+  const root = new X509Certificate(ca.rootCertPem);
+  t.ok(leaf.checkIssued(root) && leaf.verify(root.publicKey), 'loaded CA issues certs chaining to the original root');
+
+  // Rewriting tightens a pre-existing key file's mode.
+  writeFileSync(keyPath, 'x', { mode: 0o644 });
+  ca.writeTo(dir);
+  t.equal(statSync(keyPath).mode & 0o777, 0o600);
+});
+
+t.test('CA loading rejects bad material with clear messages', async (t) => {
+  const dir = tempDir(t);
+  const otherKey = readCaKey(otherCa, t);
+  const ownKey = readCaKey(ca, t);
+  t.throws(() => CertificateAuthority.fromPem(ca.rootCertPem, otherKey), {
+    code: 'ZT_ERR_CONFIG_INVALID',
+    message: /CA key does not match the public key of CA certificate/,
+  });
+  const leaf = ca.issueWorkloadCertificate(SERVER_ID);
+  t.throws(() => CertificateAuthority.fromPem(leaf.certPem, leaf.keyPem), { code: 'ZT_ERR_CONFIG_INVALID', message: /is not a CA/ });
+  t.throws(() => CertificateAuthority.fromPem('garbage', ownKey), { message: /no PEM certificate/ });
+  t.throws(() => CertificateAuthority.fromPem(ca.rootCertPem, 'garbage'), { message: /cannot parse private key/ });
+  t.throws(() => CertificateAuthority.fromPem(ca.rootCertPem + otherCa.rootCertPem, ownKey), { message: /2 certificates/ });
+
+  const missing = join(dir, 'nope.pem');
+  t.throws(() => CertificateAuthority.fromFiles(missing, missing), { code: 'ZT_ERR_CONFIG_INVALID', message: missing });
+  const certPath = join(dir, 'cert.pem');
+  const keyPath = join(dir, 'key.pem');
+  writeFileSync(certPath, ca.rootCertPem);
+  writeFileSync(keyPath, otherKey);
+  t.throws(() => CertificateAuthority.fromFiles(certPath, keyPath), { message: new RegExp(`CA key ${keyPath}.*${certPath}`) });
+});
+
+t.test('secret manager', async (t) => {
+  let now = Date.now();
+  const sm = new SecretManager(ca, { now: () => now });
+  t.teardown(() => sm.close());
+  const first = sm.getTlsOptions(SERVER_ID);
+  const again = sm.getTlsOptions(SERVER_ID);
+  const serialOf = (pem: string): string => new X509Certificate(pem).serialNumber.toUpperCase();
+  t.equal(serialOf(again.cert), serialOf(first.cert), 'cached');
+  t.equal(again.key, first.key);
+  t.equal(first.ca, ca.rootCertPem);
+  t.equal(sm.getSecureContext(SERVER_ID), sm.getSecureContext(SERVER_ID), 'context cached');
+  sm.getTlsOptions(CLIENT_ID);
+
+  const dump = sm.dump() as { identity: string; state: string; certChain: { pem: string; serialNumber: string; validFrom: string; expirationTime: string }[]; rootCerts: { pem: string }[] }[];
+  t.same(
+    dump.map((d) => d.identity),
+    [CLIENT_ID, SERVER_ID],
+    'sorted by identity',
+  );
+  const text = JSON.stringify(dump);
+  t.notMatch(text, /PRIVATE KEY/);
+  const server = dump[1]!;
+  t.equal(server.state, 'Available');
+  const pem = Buffer.from(server.certChain[0]!.pem, 'base64').toString();
+  t.equal(pem, first.cert);
+  t.notMatch(pem + Buffer.from(server.rootCerts[0]!.pem, 'base64').toString(), /PRIVATE KEY/);
+  t.equal(Buffer.from(server.rootCerts[0]!.pem, 'base64').toString(), ca.rootCertPem);
+  t.equal(server.certChain[0]!.serialNumber, serialOf(first.cert));
+  t.match(server.certChain[0]!.validFrom, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  t.equal(Date.parse(server.certChain[0]!.expirationTime), Date.parse(new X509Certificate(first.cert).validTo));
+
+  // Past half-life the next request gets a new certificate.
+  now += 12 * 3600_000 + 1000;
+  const renewed = sm.getTlsOptions(SERVER_ID);
+  t.not(serialOf(renewed.cert), serialOf(first.cert), 'renewed at half-life');
+  t.not(sm.getSecureContext(SERVER_ID), undefined);
+
+  sm.forget(SERVER_ID);
+  t.same(
+    sm.dump().map((d) => (d as { identity: string }).identity),
+    [CLIENT_ID],
+  );
+  t.equal(sm.findCertificate(SERVER_ID), undefined);
+  t.not(serialOf(sm.getTlsOptions(SERVER_ID).cert), serialOf(renewed.cert), 'forgotten identity is reissued');
+  t.notOk('keyPem' in (sm.findCertificate(SERVER_ID) ?? {}), 'summary carries no key');
+  t.throws(() => new SecretManager(ca, { validityMs: 10 }), { code: 'ZT_ERR_CONFIG_INVALID' });
+});
+
+t.test('secret manager renews in the background at half-life', async (t) => {
+  const sm = new SecretManager(ca, { validityMs: 2000 });
+  t.teardown(() => sm.close());
+  sm.getTlsOptions(SERVER_ID);
+  const before = sm.findCertificate(SERVER_ID)!.serialHex;
+  await new Promise((r) => setTimeout(r, 1300));
+  const after = sm.findCertificate(SERVER_ID)!.serialHex;
+  t.not(after, before, 'timer replaced the certificate without a request');
+  sm.close();
+  await new Promise((r) => setTimeout(r, 1200));
+  t.equal(sm.findCertificate(SERVER_ID)!.serialHex, after, 'no renewal after close');
+});
+
+t.test('ca create', async (t) => {
+  const dir = join(tempDir(t), 'out');
+  const io = (): { out: string; err: string; io: { out: (s: string) => void; err: (s: string) => void } } => {
+    const r = { out: '', err: '', io: { out: (s: string) => void (r.out += s), err: (s: string) => void (r.err += s) } };
+    return r;
+  };
+  for (const argv of [[], ['--out'], ['--bogus'], ['--out', dir, 'extra'], ['--out', dir, '--validity-days', 'abc'], ['--force=1', '--out', dir]]) {
+    const r = io();
+    t.equal(await runCaCreate(argv, r.io), 2, `usage error: ${JSON.stringify(argv)}`);
+    t.match(r.err, /usage: ztunnel-ts ca create --out DIR/);
+  }
+  const help = io();
+  t.equal(await runCaCreate(['--help'], help.io), 0);
+  t.match(help.out, /usage/);
+
+  const first = io();
+  t.equal(await runCaCreate(['--out', dir, '--common-name', 'cli root', '--validity-days', '30'], first.io), 0);
+  const certPath = join(dir, 'ca-cert.pem');
+  const keyPath = join(dir, 'ca-key.pem');
+  t.match(first.out, certPath);
+  t.match(first.out, keyPath);
+  t.notMatch(first.out, /PRIVATE/);
+  const loaded = CertificateAuthority.fromFiles(certPath, keyPath);
+  t.equal(loaded.rootCertificate.identity, 'cli root');
+  t.ok(Math.abs(loaded.rootCertificate.notAfter.getTime() - Date.now() - 30 * 86400_000) < 5000);
+  const originalCert = readFileSync(certPath, 'utf8');
+
+  const refused = io();
+  t.equal(await runCaCreate([`--out=${dir}`], refused.io), 1);
+  t.match(refused.err, /refusing to overwrite/);
+  t.equal(readFileSync(certPath, 'utf8'), originalCert, 'untouched');
+
+  const forced = io();
+  t.equal(await runCaCreate(['--out', dir, '--force'], forced.io), 0);
+  t.not(readFileSync(certPath, 'utf8'), originalCert, 'replaced with --force');
+  t.equal(statSync(keyPath).mode & 0o777, 0o600);
+});
+
+/** The CA's key as PEM, obtained the only way the CA gives it out: writeTo. */
+function readCaKey(authority: CertificateAuthority, t: Test): string {
+  const dir = tempDir(t);
+  return readFileSync(authority.writeTo(dir).keyPath, 'utf8');
+}
