@@ -65,6 +65,8 @@ export class App {
   private draining: Promise<void> | undefined;
   private bound: BoundPorts | undefined;
   private readonly ca: CertificateAuthority;
+  /** The loop guard: upstream's fixed ports plus whatever we actually bound. */
+  private readonly illegalPorts = new Set<number>();
   private markStopped: () => void = () => undefined;
   /** Resolves once the app has stopped (drained or stopped). */
   readonly stopped: Promise<void> = new Promise((resolve) => {
@@ -73,6 +75,9 @@ export class App {
 
   constructor(config: Config, opts: AppOptions = {}) {
     this.config = config;
+    for (const p of [config.ports.outbound, config.ports.inboundPlaintext, config.ports.inbound, 15001, 15006, 15008]) this.illegalPorts.add(p);
+    if (config.enableSocks5) this.illegalPorts.add(config.ports.socks5).add(15080);
+    this.illegalPorts.delete(0);
     this.readiness.pending('state manager');
     this.readiness.pending('proxy');
     this.telemetry = new Telemetry({
@@ -96,11 +101,7 @@ export class App {
       secrets: this.secrets,
       tracker: this.tracker,
       view: () => app.view,
-      illegalPorts: new Set(
-        [config.ports.outbound, config.ports.inboundPlaintext, config.ports.inbound, 15001, 15006, 15008].concat(
-          config.enableSocks5 ? [config.ports.socks5, 15080] : [],
-        ),
-      ),
+      illegalPorts: this.illegalPorts,
       inboundTransparent: () => app.inboundTransparent,
       outboundTransparent: () => app.outboundTransparent,
     };
@@ -118,10 +119,11 @@ export class App {
     this.hboneServer = new HboneServer({
       tuning,
       trustDomain: config.trustDomain,
-      secureContextFor: (ip) => {
+      identityFor: (ip) => {
         const w = findLocalWorkloadByIp(this.ctx, ip);
-        return w ? this.secrets.getSecureContext(spiffeIdOfWorkload(w)) : undefined;
+        return w ? spiffeIdOfWorkload(w) : undefined;
       },
+      tlsFor: (identity) => this.secrets.getTlsOptions(identity),
       onStream: (stream, headers, peer) => this.inbound.handleStream(stream, headers, peer),
       onRejected: ({ peerAddr, localAddr, reason }) => this.telemetry.earlyDeny('inbound', peerAddr, localAddr, reason),
     });
@@ -198,6 +200,7 @@ export class App {
       const stats = await startStatsServer({ host: c.bindAddress, port: c.ports.stats, registry: this.telemetry.registry });
       const ready = await startReadinessServer({ host: c.bindAddress, port: c.ports.readiness, readiness: this.readiness });
       this.httpServers.push(admin, stats, ready);
+      for (const l of this.listeners) this.illegalPorts.add(l.port);
       this.bound = {
         outbound: outbound.port,
         inboundPlaintext: plaintext.port,

@@ -7,8 +7,6 @@ import { buildServer, listen, parseTarget, sendText } from './http-server.js';
 export class Readiness {
   private readonly pendingTasks = new Set<string>();
 
-  constructor() {}
-
   pending(name: string): void {
     this.pendingTasks.add(name);
   }

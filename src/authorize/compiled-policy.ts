@@ -2,12 +2,16 @@
 // away) and the matcher that walks it. See ztunnel-behaviour.md §6 for the semantics.
 // Must never allocate while matching: matching runs for every policy on every inbound
 // connection, and most policies do not match.
-// Invariants: every CompiledMatch has at least one non-empty group; every compiled clause
-// has at least one CompiledMatch; a policy with `matchesAll` has no rules to look at.
+// Layout: a policy's rules are one flat array of CompiledMatch, each carrying the index where
+// its clause and its rule end; single ports and single principals sit inline in the Match.
+// With tens of thousands of Matches the scan is bound by memory latency, so every pointer
+// that is not chased (nested arrays, one-element arrays) counts.
+// Invariants: every CompiledMatch has at least one set group; every compiled clause has at
+// least one CompiledMatch; a policy with `matchesAll` has no Matches to look at.
 
 import type { Authorization, Match, ServiceAccountMatch, StringMatch } from '../config/types.js';
 import { cidrContains, parseCidr, type Cidr, type ParsedIp } from '../util/ip.js';
-import type { AuthzConnection } from './authz-connection.js';
+import { internalize, type AuthzConnection } from './authz-connection.js';
 
 const EXACT = 0;
 const PREFIX = 1;
@@ -20,8 +24,11 @@ class CompiledStringMatch {
   constructor(m: StringMatch) {
     switch (m.kind) {
       case 'Exact':
+        // Exact values are compared by pointer against the (internalized) peer strings;
+        // prefixes and suffixes are compared by content anyway and stay where they are,
+        // next to their Match, which matters more for a long scan.
         this.kind = EXACT;
-        this.value = m.value;
+        this.value = internalize(m.value);
         break;
       case 'Prefix':
         this.kind = PREFIX;
@@ -39,21 +46,24 @@ class CompiledStringMatch {
   }
 }
 
-function stringMatches(m: CompiledStringMatch, s: string): boolean {
-  switch (m.kind) {
+function stringHolds(kind: number, value: string, s: string): boolean {
+  switch (kind) {
     case EXACT:
-      return s === m.value;
+      return s === value;
     case PREFIX:
-      return s.startsWith(m.value);
+      return s.startsWith(value);
     case SUFFIX:
-      return s.endsWith(m.value);
+      return s.endsWith(value);
     default:
       return s.length !== 0;
   }
 }
 
 function anyString(ms: readonly CompiledStringMatch[], s: string): boolean {
-  for (let i = 0; i < ms.length; i++) if (stringMatches(ms[i]!, s)) return true;
+  for (let i = 0; i < ms.length; i++) {
+    const m = ms[i]!;
+    if (stringHolds(m.kind, m.value, s)) return true;
+  }
   return false;
 }
 
@@ -70,8 +80,38 @@ function anyServiceAccount(sas: readonly ServiceAccountMatch[], namespace: strin
   return false;
 }
 
-/** One Match with every group prebuilt; an empty array means "group not set". */
+// Bits of CompiledMatch.groups: which groups are set. Testing one integer instead of reading
+// twelve array lengths keeps a non-matching Match to a cache line or two, which is what
+// dominates when tens of thousands of Matches are scanned.
+const G_PORTS = 1 << 0;
+const G_NOT_PORTS = 1 << 1;
+const G_SOURCE_IPS = 1 << 2;
+const G_NOT_SOURCE_IPS = 1 << 3;
+const G_DEST_IPS = 1 << 4;
+const G_NOT_DEST_IPS = 1 << 5;
+const G_SERVICE_ACCOUNTS = 1 << 6;
+const G_NOT_SERVICE_ACCOUNTS = 1 << 7;
+const G_NAMESPACES = 1 << 8;
+const G_NOT_NAMESPACES = 1 << 9;
+const G_PRINCIPALS = 1 << 10;
+const G_NOT_PRINCIPALS = 1 << 11;
+const G_NEEDS_IDENTITY = G_SERVICE_ACCOUNTS | G_PRINCIPALS;
+
+/** Shared by every unset group, so unset groups cost no memory per Match. */
+const NONE: readonly never[] = Object.freeze([]);
+
+/** One Match with every group prebuilt; an unset group is the shared empty array. */
 export class CompiledMatch {
+  // Hot fields first: with ES2022 class fields, declaration order is the in-object layout.
+  readonly groups: number;
+  /** Index (in the policy's flat Match array) after the last Match of this clause / rule. */
+  clauseEnd = 0;
+  ruleEnd = 0;
+  /** The only destination port, or -1 when the group has none or several. */
+  readonly port: number;
+  /** The only principal StringMatch inline (kind -1 when the group has none or several). */
+  readonly principalKind: number;
+  readonly principalValue: string;
   readonly destinationPorts: readonly number[];
   readonly notDestinationPorts: readonly number[];
   readonly sourceIps: readonly Cidr[];
@@ -86,7 +126,7 @@ export class CompiledMatch {
   readonly notPrincipals: readonly CompiledStringMatch[];
 
   constructor(m: Match, onBadCidr: (cidr: string) => void) {
-    const cidrs = (list: readonly string[]): Cidr[] => {
+    const cidrs = (list: readonly string[]): readonly Cidr[] => {
       const out: Cidr[] = [];
       for (const text of list) {
         const c = parseCidr(text);
@@ -94,13 +134,15 @@ export class CompiledMatch {
         if (c === undefined) onBadCidr(text);
         else out.push(c);
       }
-      return out;
+      return out.length === 0 ? NONE : out;
     };
-    const strings = (list: readonly StringMatch[]): CompiledStringMatch[] => list.map((s) => new CompiledStringMatch(s));
-    const sas = (list: readonly ServiceAccountMatch[]): ServiceAccountMatch[] =>
-      list.map((s) => ({ namespace: s.namespace, serviceAccount: s.serviceAccount }));
-    this.destinationPorts = [...m.destinationPorts];
-    this.notDestinationPorts = [...m.notDestinationPorts];
+    const strings = (list: readonly StringMatch[]): readonly CompiledStringMatch[] =>
+      list.length === 0 ? NONE : list.map((s) => new CompiledStringMatch(s));
+    const sas = (list: readonly ServiceAccountMatch[]): readonly ServiceAccountMatch[] =>
+      list.length === 0 ? NONE : list.map((s) => ({ namespace: internalize(s.namespace), serviceAccount: internalize(s.serviceAccount) }));
+    const ports = (list: readonly number[]): readonly number[] => (list.length === 0 ? NONE : [...list]);
+    this.destinationPorts = ports(m.destinationPorts);
+    this.notDestinationPorts = ports(m.notDestinationPorts);
     this.sourceIps = cidrs(m.sourceIps);
     this.notSourceIps = cidrs(m.notSourceIps);
     this.destinationIps = cidrs(m.destinationIps);
@@ -111,54 +153,60 @@ export class CompiledMatch {
     this.notNamespaces = strings(m.notNamespaces);
     this.principals = strings(m.principals);
     this.notPrincipals = strings(m.notPrincipals);
+    this.port = this.destinationPorts.length === 1 ? this.destinationPorts[0]! : -1;
+    const onlyPrincipal = this.principals.length === 1 ? this.principals[0]! : undefined;
+    this.principalKind = onlyPrincipal === undefined ? -1 : onlyPrincipal.kind;
+    this.principalValue = onlyPrincipal === undefined ? '' : onlyPrincipal.value;
+    const bit = (list: readonly unknown[], b: number): number => (list.length === 0 ? 0 : b);
+    this.groups =
+      bit(this.destinationPorts, G_PORTS) |
+      bit(this.notDestinationPorts, G_NOT_PORTS) |
+      bit(this.sourceIps, G_SOURCE_IPS) |
+      bit(this.notSourceIps, G_NOT_SOURCE_IPS) |
+      bit(this.destinationIps, G_DEST_IPS) |
+      bit(this.notDestinationIps, G_NOT_DEST_IPS) |
+      bit(this.serviceAccounts, G_SERVICE_ACCOUNTS) |
+      bit(this.notServiceAccounts, G_NOT_SERVICE_ACCOUNTS) |
+      bit(this.namespaces, G_NAMESPACES) |
+      bit(this.notNamespaces, G_NOT_NAMESPACES) |
+      bit(this.principals, G_PRINCIPALS) |
+      bit(this.notPrincipals, G_NOT_PRINCIPALS);
   }
 
   get isEmpty(): boolean {
-    return (
-      this.destinationPorts.length === 0 &&
-      this.notDestinationPorts.length === 0 &&
-      this.sourceIps.length === 0 &&
-      this.notSourceIps.length === 0 &&
-      this.destinationIps.length === 0 &&
-      this.notDestinationIps.length === 0 &&
-      this.serviceAccounts.length === 0 &&
-      this.notServiceAccounts.length === 0 &&
-      this.namespaces.length === 0 &&
-      this.notNamespaces.length === 0 &&
-      this.principals.length === 0 &&
-      this.notPrincipals.length === 0
-    );
+    return this.groups === 0;
   }
 }
 
-/** Every non-empty group must hold; cheap numeric groups are checked before string groups. */
+/** Every set group must hold; cheap numeric groups are checked before string groups. */
 export function matchHolds(m: CompiledMatch, conn: AuthzConnection): boolean {
-  const port = conn.dstPort;
-  if (m.destinationPorts.length !== 0 && !m.destinationPorts.includes(port)) return false;
-  if (m.notDestinationPorts.length !== 0 && m.notDestinationPorts.includes(port)) return false;
-  if (m.sourceIps.length !== 0 && !anyCidr(m.sourceIps, conn.srcIp)) return false;
-  if (m.notSourceIps.length !== 0 && anyCidr(m.notSourceIps, conn.srcIp)) return false;
-  if (m.destinationIps.length !== 0 && !anyCidr(m.destinationIps, conn.dstIp)) return false;
-  if (m.notDestinationIps.length !== 0 && anyCidr(m.notDestinationIps, conn.dstIp)) return false;
+  const groups = m.groups;
   const id = conn.srcIdentity;
   // Without an identity no service account and no principal matches, so the positive
   // groups fail and the negative groups hold (none of their values matched).
-  if (m.serviceAccounts.length !== 0) {
-    if (id === undefined || !anyServiceAccount(m.serviceAccounts, id.namespace, id.serviceAccount)) return false;
+  if (id === undefined && (groups & G_NEEDS_IDENTITY) !== 0) return false;
+  if ((groups & G_PORTS) !== 0 && (m.port >= 0 ? m.port !== conn.dstPort : !m.destinationPorts.includes(conn.dstPort))) return false;
+  if ((groups & G_NOT_PORTS) !== 0 && m.notDestinationPorts.includes(conn.dstPort)) return false;
+  if ((groups & G_SOURCE_IPS) !== 0 && !anyCidr(m.sourceIps, conn.srcIp)) return false;
+  if ((groups & G_NOT_SOURCE_IPS) !== 0 && anyCidr(m.notSourceIps, conn.srcIp)) return false;
+  if ((groups & G_DEST_IPS) !== 0 && !anyCidr(m.destinationIps, conn.dstIp)) return false;
+  if ((groups & G_NOT_DEST_IPS) !== 0 && anyCidr(m.notDestinationIps, conn.dstIp)) return false;
+  if ((groups & ~(G_PORTS | G_NOT_PORTS | G_SOURCE_IPS | G_NOT_SOURCE_IPS | G_DEST_IPS | G_NOT_DEST_IPS)) === 0) return true;
+  if (id === undefined) {
+    // The namespace of a plaintext peer is ''; e.g. Prefix '' still matches it.
+    if ((groups & G_NAMESPACES) !== 0 && !anyString(m.namespaces, '')) return false;
+    if ((groups & G_NOT_NAMESPACES) !== 0 && anyString(m.notNamespaces, '')) return false;
+    return true;
   }
-  if (m.notServiceAccounts.length !== 0 && id !== undefined) {
-    if (anyServiceAccount(m.notServiceAccounts, id.namespace, id.serviceAccount)) return false;
+  if ((groups & G_SERVICE_ACCOUNTS) !== 0 && !anyServiceAccount(m.serviceAccounts, id.namespace, id.serviceAccount)) return false;
+  if ((groups & G_NOT_SERVICE_ACCOUNTS) !== 0 && anyServiceAccount(m.notServiceAccounts, id.namespace, id.serviceAccount)) return false;
+  if ((groups & G_NAMESPACES) !== 0 && !anyString(m.namespaces, id.namespace)) return false;
+  if ((groups & G_NOT_NAMESPACES) !== 0 && anyString(m.notNamespaces, id.namespace)) return false;
+  if ((groups & G_PRINCIPALS) !== 0) {
+    const holds = m.principalKind >= 0 ? stringHolds(m.principalKind, m.principalValue, id.principal) : anyString(m.principals, id.principal);
+    if (!holds) return false;
   }
-  // The namespace of a plaintext peer is '' (so e.g. Prefix '' still matches it).
-  const namespace = id === undefined ? '' : id.namespace;
-  if (m.namespaces.length !== 0 && !anyString(m.namespaces, namespace)) return false;
-  if (m.notNamespaces.length !== 0 && anyString(m.notNamespaces, namespace)) return false;
-  if (m.principals.length !== 0) {
-    if (id === undefined || !anyString(m.principals, id.principal)) return false;
-  }
-  if (m.notPrincipals.length !== 0 && id !== undefined) {
-    if (anyString(m.notPrincipals, id.principal)) return false;
-  }
+  if ((groups & G_NOT_PRINCIPALS) !== 0 && anyString(m.notPrincipals, id.principal)) return false;
   return true;
 }
 
@@ -186,7 +234,8 @@ export class CompiledPolicy {
   readonly order: number;
   /** A rule with no (non-vacuous) clauses exists: the policy matches every connection. */
   readonly matchesAll: boolean;
-  readonly rules: CompiledRules;
+  /** Every rule's clauses' Matches in order; see CompiledMatch.clauseEnd / ruleEnd. */
+  readonly matches: readonly CompiledMatch[];
   /**
    * A necessary condition used to index the policy: when set, the policy can only match a
    * connection whose principal (resp. destination port) is in the list.
@@ -225,9 +274,9 @@ export class CompiledPolicy {
       rules.push(clauses);
     }
     this.matchesAll = matchesAll;
-    this.rules = matchesAll ? [] : rules;
-    this.guardPrincipals = matchesAll ? undefined : buildGuard(this.rules, principalGuardOfClause);
-    this.guardPorts = matchesAll || this.guardPrincipals !== undefined ? undefined : buildGuard(this.rules, portGuardOfClause);
+    this.matches = matchesAll ? [] : flatten(rules);
+    this.guardPrincipals = matchesAll ? undefined : buildGuard(rules, principalGuardOfClause);
+    this.guardPorts = matchesAll || this.guardPrincipals !== undefined ? undefined : buildGuard(rules, portGuardOfClause);
     this.denyDecision = Object.freeze({
       kind: 'deny',
       policy: this.key,
@@ -236,24 +285,36 @@ export class CompiledPolicy {
   }
 }
 
+function flatten(rules: CompiledRules): CompiledMatch[] {
+  const flat: CompiledMatch[] = [];
+  for (const rule of rules) {
+    const ruleStart = flat.length;
+    for (const clause of rule) {
+      for (const m of clause) flat.push(m);
+      for (const m of clause) m.clauseEnd = flat.length;
+    }
+    for (let i = ruleStart; i < flat.length; i++) flat[i]!.ruleEnd = flat.length;
+  }
+  return flat;
+}
+
+/**
+ * Walks the flat Matches: a holding Match satisfies its clause (jump to the next clause; the
+ * last clause of a rule satisfied means the rule, hence the policy, matches); when the last
+ * Match of a clause fails, the clause fails and so does its rule (jump to the next rule).
+ */
 export function policyMatches(p: CompiledPolicy, conn: AuthzConnection): boolean {
   if (p.matchesAll) return true;
-  const rules = p.rules;
-  for (let r = 0; r < rules.length; r++) {
-    const clauses = rules[r]!;
-    let all = true;
-    for (let c = 0; c < clauses.length && all; c++) {
-      const matches = clauses[c]!;
-      let any = false;
-      for (let m = 0; m < matches.length; m++) {
-        if (matchHolds(matches[m]!, conn)) {
-          any = true;
-          break;
-        }
-      }
-      all = any;
+  const ms = p.matches;
+  let i = 0;
+  while (i < ms.length) {
+    const m = ms[i]!;
+    if (matchHolds(m, conn)) {
+      if (m.clauseEnd === m.ruleEnd) return true;
+      i = m.clauseEnd;
+    } else {
+      i = i + 1 === m.clauseEnd ? m.ruleEnd : i + 1;
     }
-    if (all) return true;
   }
   return false;
 }

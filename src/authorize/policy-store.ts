@@ -199,16 +199,21 @@ export class PolicyStore {
     return p;
   }
 
-  /** Dry-run policies are evaluated and logged only; their outcome never decides. */
+  /**
+   * Dry-run policies are evaluated and logged only; their outcome never decides. This path
+   * may allocate, but only when a dry-run policy applies to the workload.
+   */
   private evaluateDryRun(workload: Workload, conn: AuthzConnection, ns: ScopePolicies): string[] | undefined {
-    const named: CompiledPolicy[] = [];
+    let named: CompiledPolicy[] | undefined;
     for (const key of workload.authorizationPolicies) {
       const p = this.findNamed(workload, key);
-      if (p !== undefined && p.dryRun) named.push(p);
+      if (p !== undefined && p.dryRun) (named ??= []).push(p);
     }
-    const denies = [...ns.denyDryRun.all, ...this.global.denyDryRun.all, ...named.filter((p) => p.action === 'Deny')];
-    const allows = [...ns.allowDryRun.all, ...this.global.allowDryRun.all, ...named.filter((p) => p.action === 'Allow')];
-    if (denies.length === 0 && allows.length === 0) return undefined;
+    const global = this.global;
+    const scoped = ns.denyDryRun.size + ns.allowDryRun.size + global.denyDryRun.size + global.allowDryRun.size;
+    if (scoped === 0 && named === undefined) return undefined;
+    const denies = [...ns.denyDryRun.all, ...global.denyDryRun.all, ...(named ?? []).filter((p) => p.action === 'Deny')];
+    const allows = [...ns.allowDryRun.all, ...global.allowDryRun.all, ...(named ?? []).filter((p) => p.action === 'Allow')];
     const notes: string[] = [];
     const fields = (policy: string): object => ({
       policy,

@@ -35,7 +35,7 @@ const DEFAULT_UID_CLUSTER = 'cluster1';
 const DEFAULT_HBONE_MTLS_PORT = 15008;
 const MAX_U32 = 2 ** 32 - 1;
 // Aliases are expanded while walking; this bounds "billion laughs" documents.
-const MAX_NODES = 1_000_000;
+const MAX_ALIAS_NODES = 100_000;
 
 // ------------------------------------------------------------------ YAML → plain tree
 
@@ -64,31 +64,40 @@ interface YScalar {
 }
 
 class TreeBuilder {
-  private count = 0;
+  private expanded = 0;
+  private aliasDepth = 0;
   private readonly open = new Set<unknown>();
   constructor(
     private readonly doc: Document,
     private readonly lines: LineCounter,
-    private readonly fail: (path: string, line: number, problem: string) => never,
+    private readonly fail: (line: number, problem: string) => never,
   ) {}
 
-  build(node: unknown, path: string, fallbackLine: number): YNode {
-    if (++this.count > MAX_NODES) this.fail(path, fallbackLine, `document too large (more than ${MAX_NODES} nodes after alias expansion)`);
+  build(node: unknown, fallbackLine: number): YNode {
+    if (this.aliasDepth > 0 && ++this.expanded > MAX_ALIAS_NODES) {
+      this.fail(fallbackLine, `aliases expand to more than ${MAX_ALIAS_NODES} nodes`);
+    }
     if (node === null || node === undefined) return { kind: 'scalar', line: fallbackLine, value: null, tag: undefined };
     if (isAlias(node)) {
       const target = node.resolve(this.doc);
-      if (this.open.has(target)) this.fail(path, this.lineOf(node, fallbackLine), `alias '*${node.source}' refers to itself`);
-      return this.build(target, path, this.lineOf(node, fallbackLine));
+      const line = this.lineOf(node, fallbackLine);
+      if (this.open.has(target)) this.fail(line, `alias '*${node.source}' refers to itself`);
+      this.aliasDepth++;
+      try {
+        return this.build(target, line);
+      } finally {
+        this.aliasDepth--;
+      }
     }
     this.open.add(node);
     try {
-      return this.buildNode(node, path, fallbackLine);
+      return this.buildNode(node, fallbackLine);
     } finally {
       this.open.delete(node);
     }
   }
 
-  private buildNode(node: unknown, path: string, fallbackLine: number): YNode {
+  private buildNode(node: unknown, fallbackLine: number): YNode {
     const line = this.lineOf(node, fallbackLine);
     if (isMap(node)) {
       const entries: YEntry[] = [];
@@ -96,18 +105,15 @@ class TreeBuilder {
         const rawKey = isAlias(pair.key) ? pair.key.resolve(this.doc) : pair.key;
         const keyLine = this.lineOf(rawKey, line);
         if (!isScalar(rawKey) || rawKey.value === null || typeof rawKey.value === 'object') {
-          this.fail(path, keyLine, 'map keys must be plain strings or numbers');
+          this.fail(keyLine, 'map keys must be plain strings or numbers');
         }
-        const key = String(rawKey.value);
-        entries.push({ key, keyLine, value: this.build(pair.value, path, keyLine) });
+        entries.push({ key: String(rawKey.value), keyLine, value: this.build(pair.value, keyLine) });
       }
       return { kind: 'map', line, entries };
     }
-    if (isSeq(node)) {
-      return { kind: 'seq', line, items: node.items.map((item) => this.build(item, path, line)) };
-    }
+    if (isSeq(node)) return { kind: 'seq', line, items: node.items.map((item) => this.build(item, line)) };
     if (isScalar(node)) return { kind: 'scalar', line, value: node.value, tag: node.tag };
-    return this.fail(path, line, 'unsupported YAML node');
+    return this.fail(line, 'unsupported YAML node');
   }
 
   private lineOf(node: unknown, fallback: number): number {
@@ -270,7 +276,15 @@ class LocalConfigParser {
     return node.entries;
   }
 
+  /** Custom tags (`!Name`) only mean something in string matches; elsewhere they are a mistake. */
+  private refuseTag(node: YNode, path: string): void {
+    if (node.kind === 'scalar' && node.tag !== undefined && node.tag.startsWith('!')) {
+      this.fail(path, node.line, `unexpected tag '${node.tag}' (tags are only used in string matches such as !Exact)`);
+    }
+  }
+
   string(node: YNode, path: string): string {
+    this.refuseTag(node, path);
     if (node.kind !== 'scalar' || typeof node.value !== 'string') {
       const hint = node.kind === 'scalar' && node.value !== null ? ' (quote it if it is meant as text)' : '';
       return this.fail(path, node.line, `expected a string, got ${describe(node)}${hint}`);
@@ -295,6 +309,7 @@ class LocalConfigParser {
 
   /** A port given as a YAML integer or a numeric string. */
   port(node: YNode, path: string, min: number, what = 'a port number'): number {
+    this.refuseTag(node, path);
     if (node.kind === 'scalar' && typeof node.value === 'string' && PORT_TEXT.test(node.value)) {
       const n = Number(node.value);
       if (n >= min && n <= 65535) return n;
@@ -303,6 +318,7 @@ class LocalConfigParser {
   }
 
   choice<T extends string>(node: YNode, path: string, allowed: readonly T[]): T {
+    this.refuseTag(node, path);
     const v = node.kind === 'scalar' ? node.value : undefined;
     const hit = allowed.find((a) => a === v);
     if (hit === undefined) this.fail(path, node.line, `expected one of ${allowed.join(', ')}, got ${describe(node)}`);
@@ -671,7 +687,7 @@ export function parseLocalConfig(text: string, source: string): LocalConfig {
         : (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
     throw new ZtError('ZT_ERR_CONFIG_INVALID', `${source}: invalid YAML${where}: ${summary}`);
   }
-  const tree = new TreeBuilder(doc, lines, (p, l, problem) => parser.fail(p, l, problem)).build(doc.contents, '', 1);
+  const tree = new TreeBuilder(doc, lines, (line, problem) => parser.fail('', line, problem)).build(doc.contents, 1);
   return parser.document(tree);
 }
 

@@ -137,10 +137,11 @@ export class SecretManager {
   }
 
   #issue(spiffeUri: string): Entry {
-    const previous = this.#entries.get(spiffeUri);
-    if (previous?.timer) clearTimeout(previous.timer);
     const issuedAt = this.#now();
     const issued = this.#ca.issueWorkloadCertificate(spiffeUri, { validityMs: this.#validityMs, now: issuedAt });
+    // Only once the new certificate exists: on failure the old entry keeps its timer.
+    const previous = this.#entries.get(spiffeUri);
+    if (previous?.timer) clearTimeout(previous.timer);
     const entry: Entry = {
       issued,
       // Half-life measured from issuance rather than from the back-dated notBefore (§9.3 uses

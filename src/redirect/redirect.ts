@@ -39,7 +39,8 @@ export interface ExecOptions {
 
 type Resolved<T> = { ok: true; value: T } | { ok: false; message: string };
 
-export async function resolveNodeOptions(input: NodeRedirectInput, run: Runner): Promise<Resolved<NodeRedirectOptions>> {
+/** `probe` false (dry-run): no GENEVE probe, which would briefly create a link. */
+export async function resolveNodeOptions(input: NodeRedirectInput, run: Runner, probe = true): Promise<Resolved<NodeRedirectOptions>> {
   const ztunnelIface = input.ztunnelIface ?? (await findInterfaceTo(run, input.ztunnelIp));
   if (ztunnelIface === undefined) return { ok: false, message: `no route to the ztunnel IP ${input.ztunnelIp}; pass --ztunnel-iface` };
   const podGatewayIp = input.podGatewayIp ?? (await findInterfaceAddress(run, ztunnelIface));
@@ -52,10 +53,10 @@ export async function resolveNodeOptions(input: NodeRedirectInput, run: Runner):
   let tunnel: NodeTunnelMode;
   if (await linkExists(run, TUNNELS.inbound.nodeName)) {
     tunnel = input.ztunnelNetns !== undefined ? { kind: 'veth', ztunnelNetns: input.ztunnelNetns } : { kind: 'geneve' };
-  } else if (await kernelHasGeneve(run)) {
-    tunnel = { kind: 'geneve' };
-  } else if (input.ztunnelNetns !== undefined) {
+  } else if (input.ztunnelNetns !== undefined && (!probe || !(await kernelHasGeneve(run)))) {
     tunnel = { kind: 'veth', ztunnelNetns: input.ztunnelNetns };
+  } else if (!probe || (await kernelHasGeneve(run))) {
+    tunnel = { kind: 'geneve' };
   } else {
     return { ok: false, message: 'this kernel has no GENEVE; pass --ztunnel-netns NAME so istioin/istioout can be veth pairs into the ztunnel netns' };
   }
@@ -63,14 +64,14 @@ export async function resolveNodeOptions(input: NodeRedirectInput, run: Runner):
   return { ok: true, value: { ztunnelIp: input.ztunnelIp, ztunnelIface, podGatewayIp, hostIp, backend, tunnel } };
 }
 
-export async function resolveZtunnelOptions(input: ZtunnelRedirectInput, run: Runner): Promise<Resolved<ZtunnelRedirectOptions>> {
+export async function resolveZtunnelOptions(input: ZtunnelRedirectInput, run: Runner, probe = true): Promise<Resolved<ZtunnelRedirectOptions>> {
   const def = await findDefaultRoute(run);
   const iface = input.iface ?? def?.dev ?? 'eth0';
   const nodeIp = input.nodeIp ?? def?.via;
   if (nodeIp === undefined) return { ok: false, message: `no default gateway on ${iface}; pass --node-ip` };
   const ztunnelIp = input.ztunnelIp ?? (await findInterfaceAddress(run, iface));
   if (ztunnelIp === undefined) return { ok: false, message: `no IPv4 address on ${iface}; pass --ztunnel-ip` };
-  const tunnel = (await linkExists(run, TUNNELS.inbound.ztunnelName)) || !(await kernelHasGeneve(run)) ? 'veth' : 'geneve';
+  const tunnel = (await linkExists(run, TUNNELS.inbound.ztunnelName)) || !probe || !(await kernelHasGeneve(run)) ? 'veth' : 'geneve';
   const backend = input.backend ?? (await detectIptablesBackend(run));
   return { ok: true, value: { nodeIp, ztunnelIp, iface, backend, tunnel, tproxyOnIp: input.tproxyOnIp ?? DEFAULT_TPROXY_ON_IP } };
 }
@@ -84,7 +85,7 @@ async function runOrPrint(steps: Step[], run: Runner, dryRun: boolean | undefine
 
 export async function applyNodeRedirect(input: NodeRedirectInput, exec: ExecOptions = {}): Promise<RedirectResult> {
   const run = exec.runner ?? createRunner(exec.netns);
-  const opts = await resolveNodeOptions(input, run);
+  const opts = await resolveNodeOptions(input, run, !exec.dryRun);
   if (!opts.ok) return opts;
   return runOrPrint(buildNodeApplyPlan(opts.value), run, exec.dryRun, 'node redirection applied');
 }
@@ -96,7 +97,7 @@ export async function removeNodeRedirect(backend: IptablesBackend | undefined, e
 
 export async function applyZtunnelRedirect(input: ZtunnelRedirectInput, exec: ExecOptions = {}): Promise<RedirectResult> {
   const run = exec.runner ?? createRunner(exec.netns);
-  const opts = await resolveZtunnelOptions(input, run);
+  const opts = await resolveZtunnelOptions(input, run, !exec.dryRun);
   if (!opts.ok) return opts;
   return runOrPrint(buildZtunnelApplyPlan(opts.value), run, exec.dryRun, 'ztunnel redirection applied');
 }

@@ -240,6 +240,10 @@ export class HbonePool {
           resolve(pooled);
         });
         session.once('error', (err) => fail(new ZtError('ZT_ERR_H2', `HTTP/2 session failed: ${err.message}`, { cause: err })));
+        // The server may refuse our certificate only after the TLS 1.3 handshake (trust domain).
+        session.once('close', () =>
+          fail(new ZtError('ZT_ERR_TLS_HANDSHAKE', `peer ${formatHostPort(target.dst.ip, target.dst.port)} closed the connection during the HBONE handshake (our certificate refused?)`)),
+        );
       });
     });
   }

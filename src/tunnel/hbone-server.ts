@@ -24,97 +24,140 @@ export interface HbonePeer {
 export interface HboneServerOptions {
   tuning: H2Tuning;
   trustDomain: string;
-  /** The TLS context of the local workload at this IP, or undefined when none lives here. */
-  secureContextFor: (localIp: string) => tls.SecureContext | undefined;
+  /** The identity (spiffe://…) of the local workload at this IP, or undefined when none lives here. */
+  identityFor: (localIp: string) => string | undefined;
+  /** The TLS key/cert/roots of a local identity. */
+  tlsFor: (identity: string) => { key: string; cert: string; ca: string };
   onStream: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, peer: HbonePeer) => void;
   /** A connection refused before HTTP/2 (unknown local IP, TLS failure, trust domain). */
   onRejected: (info: { peerAddr: string; localAddr: string; reason: string }) => void;
   handshakeTimeoutMs?: number;
 }
 
+interface IdentityServer {
+  server: http2.Http2SecureServer;
+  cert: string;
+}
+
+/**
+ * One (non-listening) Http2SecureServer per local identity: the accepted socket is
+ * handed to the server of the workload it arrived for, so the certificate is chosen
+ * by local address before the handshake, and Node's own TLS → HTTP/2 path does the rest.
+ */
 export class HboneServer {
   private readonly opts: HboneServerOptions;
-  private readonly h2: http2.Http2Server;
+  private readonly servers = new Map<string, IdentityServer>();
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly peers = new WeakMap<http2.Http2Session, HbonePeer>();
-  private pendingPeer: HbonePeer | undefined;
   private draining = false;
 
   constructor(opts: HboneServerOptions) {
     this.opts = opts;
-    this.h2 = http2.createServer({ settings: h2Settings(opts.tuning, 200), maxSessionMemory: 64 });
-    this.h2.on('session', (session) => {
-      // 'session' fires synchronously inside emit('connection'), so pendingPeer is ours.
-      const peer = this.pendingPeer;
-      if (peer) this.peers.set(session, peer);
+  }
+
+  private serverFor(identity: string): http2.Http2SecureServer {
+    const creds = this.opts.tlsFor(identity);
+    const existing = this.servers.get(identity);
+    if (existing) {
+      // Renewed certificate: swap the context for new handshakes.
+      if (existing.cert !== creds.cert) {
+        existing.server.setSecureContext({ key: creds.key, cert: creds.cert, ca: creds.ca });
+        existing.cert = creds.cert;
+      }
+      return existing.server;
+    }
+    const server = http2.createSecureServer({
+      key: creds.key,
+      cert: creds.cert,
+      ca: creds.ca,
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: 'TLSv1.3',
+      maxVersion: 'TLSv1.3',
+      ALPNProtocols: ['h2'],
+      allowHTTP1: false,
+      settings: h2Settings(this.opts.tuning, 200),
+      maxSessionMemory: 64,
+      handshakeTimeout: this.opts.handshakeTimeoutMs ?? 10_000,
+    });
+    // Runs before http2's own listener: refuse peers of another trust domain before any HTTP/2.
+    server.prependListener('secureConnection', (sock: tls.TLSSocket) => {
+      const cert = sock.getPeerCertificate();
+      const tdError = checkClientTrustDomain(this.opts.trustDomain, cert);
+      const identity = peerIdentityOf(cert);
+      if (tdError || !identity) {
+        this.opts.onRejected({
+          peerAddr: `${canonicalIp(sock.remoteAddress ?? '') ?? ''}:${sock.remotePort}`,
+          localAddr: `${canonicalIp(sock.localAddress ?? '') ?? ''}:${sock.localPort}`,
+          reason: tdError?.message ?? 'client certificate has no SPIFFE identity',
+        });
+        sock.destroy();
+      }
+    });
+    server.on('tlsClientError', (err, sock) => {
+      this.opts.onRejected({
+        peerAddr: `${canonicalIp(sock.remoteAddress ?? '') ?? ''}:${sock.remotePort}`,
+        localAddr: `${canonicalIp(sock.localAddress ?? '') ?? ''}:${sock.localPort}`,
+        reason: `TLS handshake failed: ${err.message}`,
+      });
+    });
+    server.on('session', (session) => {
       this.sessions.add(session);
-      raiseConnectionWindow(session, opts.tuning);
+      raiseConnectionWindow(session, this.opts.tuning);
       startKeepalive(session);
       session.once('close', () => this.sessions.delete(session));
       session.on('error', () => undefined);
       if (this.draining) session.close();
     });
-    this.h2.on('stream', (stream, headers) => {
-      const peer = this.peers.get(stream.session as http2.Http2Session);
+    server.on('sessionError', () => undefined);
+    server.on('stream', (stream, headers) => {
+      const peer = this.peerOf(stream.session as http2.Http2Session);
       if (!peer) {
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
       }
-      opts.onStream(stream, headers, peer);
+      this.opts.onStream(stream, headers, peer);
     });
+    this.servers.set(identity, { server, cert: creds.cert });
+    return server;
+  }
+
+  /** The verified peer of a session, computed once per session. */
+  private peerOf(session: http2.Http2Session): HbonePeer | undefined {
+    const cached = this.peers.get(session);
+    if (cached) return cached;
+    const sock = session.socket as tls.TLSSocket | undefined;
+    if (!sock || !sock.authorized) return undefined;
+    const cert = sock.getPeerCertificate();
+    if (checkClientTrustDomain(this.opts.trustDomain, cert)) return undefined;
+    const identity = peerIdentityOf(cert);
+    if (!identity) return undefined;
+    const peer: HbonePeer = {
+      localIp: canonicalIp(sock.localAddress ?? '') ?? '',
+      localPort: sock.localPort ?? 0,
+      peerIp: canonicalIp(sock.remoteAddress ?? '') ?? '',
+      peerPort: sock.remotePort ?? 0,
+      peerIdentity: identity,
+    };
+    this.peers.set(session, peer);
+    return peer;
   }
 
   /** Take over a TCP connection accepted on the HBONE listener. */
   handleSocket(socket: net.Socket): void {
     const localIp = canonicalIp(socket.localAddress ?? '') ?? '';
-    const peerIp = canonicalIp(socket.remoteAddress ?? '') ?? '';
-    const localAddr = `${localIp}:${socket.localPort}`;
-    const peerAddr = `${peerIp}:${socket.remotePort}`;
-    const context = this.draining ? undefined : this.opts.secureContextFor(localIp);
-    if (!context) {
-      this.opts.onRejected({ peerAddr, localAddr, reason: this.draining ? 'draining' : `no local workload with IP ${localIp}` });
+    const identity = this.draining ? undefined : this.opts.identityFor(localIp);
+    if (!identity) {
+      this.opts.onRejected({
+        peerAddr: `${canonicalIp(socket.remoteAddress ?? '') ?? ''}:${socket.remotePort}`,
+        localAddr: `${localIp}:${socket.localPort}`,
+        reason: this.draining ? 'draining' : `no local workload with IP ${localIp}`,
+      });
       socket.destroy();
       return;
     }
     socket.setNoDelay(true);
-    const secure = new tls.TLSSocket(socket, {
-      isServer: true,
-      secureContext: context,
-      requestCert: true,
-      rejectUnauthorized: true,
-      ALPNProtocols: ['h2'],
-    });
-    const timer = setTimeout(() => {
-      this.opts.onRejected({ peerAddr, localAddr, reason: 'TLS handshake timed out' });
-      secure.destroy();
-    }, this.opts.handshakeTimeoutMs ?? 10_000);
-    secure.once('error', (err) => {
-      clearTimeout(timer);
-      this.opts.onRejected({ peerAddr, localAddr, reason: `TLS handshake failed: ${err.message}` });
-      secure.destroy();
-    });
-    secure.once('secure', () => {
-      clearTimeout(timer);
-      const cert = secure.getPeerCertificate();
-      const tdError = checkClientTrustDomain(this.opts.trustDomain, cert);
-      const identity = peerIdentityOf(cert);
-      if (tdError || !identity || secure.alpnProtocol !== 'h2') {
-        this.opts.onRejected({
-          peerAddr,
-          localAddr,
-          reason: tdError?.message ?? (identity ? `ALPN ${String(secure.alpnProtocol)} is not h2` : 'client certificate has no SPIFFE identity'),
-        });
-        secure.destroy();
-        return;
-      }
-      secure.removeAllListeners('error');
-      this.pendingPeer = { localIp, localPort: socket.localPort ?? 0, peerIp, peerPort: socket.remotePort ?? 0, peerIdentity: identity };
-      try {
-        this.h2.emit('connection', secure);
-      } finally {
-        this.pendingPeer = undefined;
-      }
-    });
+    this.serverFor(identity).emit('connection', socket);
   }
 
   sessionCount(): number {

@@ -335,6 +335,11 @@ t.test('dry-run policies are logged, never enforced', async (t) => {
   t.equal(logs.length, 0, 'and logs nothing');
 
   logs.length = 0;
+  const elsewhere = new PolicyStore([one(hit, { namespace: 'other', dryRun: true }), one(hit, { namespace: 'other', action: 'Allow', dryRun: true })], log);
+  t.same(elsewhere.authorize(workload(), mtls), { kind: 'allow' }, "another namespace's dry-run policies do not apply");
+  t.equal(logs.length, 0, 'and log nothing');
+
+  logs.length = 0;
   const sel = one(hit, { name: 'sel', scope: 'WorkloadSelector', dryRun: true });
   const s = new PolicyStore([sel], log);
   t.same(s.authorize(workload(), mtls), { kind: 'allow' }, 'a dry-run selector policy not named does not apply');

@@ -368,7 +368,8 @@ t.test('file errors name the file and the line', async (t) => {
 
   const malformed = fixture('malformed.yaml');
   const e2 = configError(() => loadLocalConfigFile(malformed));
-  t.match(e2.message, `${malformed}: invalid YAML at line 4, column `);
+  // yaml reads the over-indented key as a continuation of line 3's value
+  t.match(e2.message, `${malformed}: invalid YAML at line 3, column 14: `);
 
   const missing = fixture('does-not-exist.yaml');
   const e3 = configError(() => loadLocalConfigFile(missing));
@@ -413,7 +414,7 @@ const BAD: [string, string, string][] = [
   [W('  capacity: -1\n'), 'workloads[0].capacity', 'expected an integer (0-4294967295), got number -1'],
   [W('  capacity: 1.5\n'), 'workloads[0].capacity', 'expected an integer'],
   [W('  locality: {region: eu, zone: z}\n'), 'workloads[0].locality', "missing required key 'subzone'"],
-  [W('  waypoint: {destination: "10.0.0.1", hboneMtlsPort: 15008}\n'), 'workloads[0].waypoint.destination', 'is not of the form network/IP or namespace/hostname'],
+  [W('  waypoint: {destination: "10.0.0.1", hboneMtlsPort: 15008}\n'), 'workloads[0].waypoint.destination', "'10.0.0.1' is not of the form network/IP or namespace/hostname"],
   [W('  waypoint: {destination: "/not-an-ip"}\n'), 'workloads[0].waypoint.destination', "'/not-an-ip' is neither network/IP nor namespace/hostname"],
   [W('  waypoint: {destination: "/10.0.0.1", hboneMtlsPort: 0}\n'), 'workloads[0].waypoint.hboneMtlsPort', 'expected a port number (1-65535), got number 0'],
   [W('  waypoint: {destination: "/10.0.0.1", port: 1}\n'), 'workloads[0].waypoint', "unknown key 'port'"],
@@ -443,7 +444,7 @@ const BAD: [string, string, string][] = [
   [S('  cidrVips: [{cidr: 10.0.0.0/33}]\n'), 'services[0].cidrVips[0].cidr', "'10.0.0.0/33' is not a CIDR"],
   [S('  cidrVips: [{network: n}]\n'), 'services[0].cidrVips[0]', "missing required key 'cidr'"],
   [S('  subjectAltNames: ["cluster.local/ns/a/sa/b"]\n'), 'services[0].subjectAltNames[0]', "'cluster.local/ns/a/sa/b' is not a SPIFFE URI"],
-  [S('  subjectAltNames: ["spiffe://td/ns/a"]\n'), 'services[0].subjectAltNames[0]', 'is not a SPIFFE URI'],
+  [S('  subjectAltNames: ["spiffe://td/ns/a"]\n'), 'services[0].subjectAltNames[0]', "'spiffe://td/ns/a' is not a SPIFFE URI of the form spiffe://<trust domain>/ns/<namespace>/sa/<service account>"],
   [S('  ipFamilies: ipv4\n'), 'services[0].ipFamilies', 'expected one of Dual, IPv4, IPv6'],
   [S('  visibility: Private\n'), 'services[0].visibility', 'expected one of Public, Namespace'],
   [S('  canonical: 1\n'), 'services[0].canonical', 'expected true or false, got number 1'],
@@ -472,7 +473,7 @@ const BAD: [string, string, string][] = [
   [P('[[{principals: []}]]'), 'policies[0].rules[0][0]', 'expected a list, got a map'],
   [P('[[[{principal: []}]]]'), 'policies[0].rules[0][0][0]', "unknown key 'principal' (did you mean 'principals'?)"],
   [P('[[[{principals: [foo]}]]]'), 'policies[0].rules[0][0][0].principals[0]', "expected a string match: {Exact: v}, {Prefix: v}, {Suffix: v} or {Presence: []}, got string 'foo' (did you mean {Exact: foo}?)"],
-  [P('[[[{principals: [{Exact: a, Prefix: b}]}]]]'), 'policies[0].rules[0][0][0].principals[0]', 'exactly one key'],
+  [P('[[[{principals: [{Exact: a, Prefix: b}]}]]]'), 'policies[0].rules[0][0][0].principals[0]', 'expected a string match: {Exact: v}, {Prefix: v}, {Suffix: v} or {Presence: []} (exactly one key), got 2 keys'],
   [P('[[[{principals: [{Regex: a}]}]]]'), 'policies[0].rules[0][0][0].principals[0]', "unknown key 'Regex'"],
   [P('[[[{principals: [{Presence: [x]}]}]]]'), 'policies[0].rules[0][0][0].principals[0].Presence', 'expected [], {} or null, got a list'],
   [P('[[[{namespaces: [{Exact: 5}]}]]]'), 'policies[0].rules[0][0][0].namespaces[0].Exact', 'expected a string, got number 5'],
@@ -481,11 +482,19 @@ const BAD: [string, string, string][] = [
   [P('[[[{sourceIps: [10.0.0.0/40]}]]]'), 'policies[0].rules[0][0][0].sourceIps[0]', "'10.0.0.0/40' is not a CIDR"],
   [P('[[[{notDestinationIps: [bad]}]]]'), 'policies[0].rules[0][0][0].notDestinationIps[0]', "'bad' is not a CIDR"],
   [P('[[[{destinationPorts: [0]}]]]'), 'policies[0].rules[0][0][0].destinationPorts[0]', 'expected a port number (1-65535), got number 0'],
-  [P('[[[{notDestinationPorts: [http]}]]]'), 'policies[0].rules[0][0][0].notDestinationPorts[0]', "got string 'http'"],
+  [P('[[[{notDestinationPorts: [http]}]]]'), 'policies[0].rules[0][0][0].notDestinationPorts[0]', "expected a port number (1-65535), got string 'http'"],
   [P('[[[{destinationPorts: 80}]]]'), 'policies[0].rules[0][0][0].destinationPorts', 'expected a list, got number 80'],
   [`${P('[]')}${P('[]').replace('policies:\n', '')}`, 'policies[1]', "duplicate policy 'ns/p' (also policies[0])"],
   // YAML-level problems
+  [W('  protocol: !Tcp TCP\n'), 'workloads[0].protocol', "unexpected tag '!Tcp'"],
+  [W('  hostname: !Exact h\n'), 'workloads[0].hostname', "unexpected tag '!Exact'"],
   ['x: &a [*a]\n', '', "alias '*a' refers to itself"],
+  [
+    'a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n' +
+      'd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n',
+    '',
+    'aliases expand to more than 100000 nodes',
+  ],
 ];
 
 t.test('bad inputs: source, key path and problem in the message', async (t) => {
@@ -503,7 +512,8 @@ t.test('malformed YAML: line and column', async (t) => {
     ['workloads:\n- {name: a\n', /^m\.yaml: invalid YAML at line 3, column 1: /],
     ['a: 1\na: 2\n', /^m\.yaml: invalid YAML at line 2, column 1: Map keys must be unique/],
     ['a: 1\n---\nb: 2\n', /^m\.yaml: invalid YAML at line 2, column 1: a local config holds exactly one YAML document/],
-    ['a: "unterminated\n', /^m\.yaml: invalid YAML at line 1, column \d+: /],
+    ['a: "unterminated\n', /^m\.yaml: invalid YAML at line 2, column 1: Missing closing "quote/],
+    ['\tfoo: 1\n', /^m\.yaml: invalid YAML at line 1, column 1: Tabs are not allowed as indentation/],
   ];
   for (const [yaml, re] of cases) {
     t.match(configError(() => parseLocalConfig(yaml, 'm.yaml')).message, re, JSON.stringify(yaml));

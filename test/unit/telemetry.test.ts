@@ -278,19 +278,19 @@ t.test('missing context becomes "unknown"; TCP keeps destination_principal', asy
 });
 
 t.test('byte counters advance while a long connection is open', async (t) => {
-  const { tel } = make(t, { byteFlushIntervalMs: 50 });
+  const { tel } = make(t, { byteFlushIntervalMs: 100 });
   const r = tel.open(outboundHbone());
   r.bytes.clientToServer += 100;
   r.bytes.serverToClient += 7;
   let s = await scrape(tel);
   t.equal(valueOf(s, 'istio_tcp_received_bytes_total', {}), undefined, 'nothing before the first flush');
-  await sleep(130);
+  await sleep(250);
   s = await scrape(tel);
   t.equal(valueOf(s, 'istio_tcp_received_bytes_total', {}), 100, 'flushed while open');
   t.equal(valueOf(s, 'istio_tcp_sent_bytes_total', {}), 7);
   t.equal(valueOf(s, 'istio_tcp_connections_closed_total', {}), undefined, 'still open');
   r.bytes.clientToServer += 50;
-  await sleep(130);
+  await sleep(250);
   s = await scrape(tel);
   t.equal(valueOf(s, 'istio_tcp_received_bytes_total', {}), 150, 'only the delta is added');
   r.bytes.serverToClient += 3;
@@ -298,7 +298,7 @@ t.test('byte counters advance while a long connection is open', async (t) => {
   s = await scrape(tel);
   t.equal(valueOf(s, 'istio_tcp_received_bytes_total', {}), 150, 'complete does not double count');
   t.equal(valueOf(s, 'istio_tcp_sent_bytes_total', {}), 10, 'complete flushes the rest');
-  await sleep(80);
+  await sleep(150);
   s = await scrape(tel);
   t.equal(valueOf(s, 'istio_tcp_sent_bytes_total', {}), 10, 'a completed record is no longer flushed');
 });
@@ -516,7 +516,7 @@ t.test('log level: run-time changes, children follow, bad levels refused', async
   t.notOk('bytes_sent' in (lines[2] ?? {}), 'opened line has no bytes');
 });
 
-t.test('process log: root scope, JSON error field', async (t) => {
+t.test('process log: root lines carry scope ztunnel, fields before message', async (t) => {
   const { tel, out } = make(t);
   tel.log.info({ port: 15001 }, 'listening');
   const [line] = await out.json();
