@@ -32,6 +32,8 @@ export interface AppOptions {
   /** Overrides for tests: where log lines go, and a CA shared by several in-process ztunnels. */
   logDestination?: NodeJS.WritableStream;
   ca?: CertificateAuthority;
+  /** How often open connections' byte counts reach the metrics (default 5 s). */
+  byteFlushIntervalMs?: number;
 }
 
 export interface BoundPorts {
@@ -87,6 +89,7 @@ export class App {
       clusterId: config.clusterId,
       version: VERSION,
       ...(opts.logDestination ? { destination: opts.logDestination } : {}),
+      ...(opts.byteFlushIntervalMs ? { byteFlushIntervalMs: opts.byteFlushIntervalMs } : {}),
     });
     this.ca = opts.ca ?? this.loadCa();
     this.secrets = new SecretManager(this.ca, {
@@ -178,6 +181,7 @@ export class App {
         port: c.ports.inbound,
         transparent: c.enableOrigSrc,
         mark,
+        allowHalfOpen: false,
         onConnection: (s) => this.hboneServer.handleSocket(s),
       });
       this.listeners.push(hbone);
@@ -339,6 +343,8 @@ export class App {
     if (this.tracker.size > 0) {
       this.telemetry.log.info({ scope: 'app', open: this.tracker.size }, 'termination deadline reached; closing remaining connections');
       this.tracker.abortAll(new ZtError('ZT_ERR_DRAINING', 'closed at the termination deadline'));
+      // Let the resets (RST / RST_STREAM) reach the peers before the sessions go.
+      await sleep(50);
     }
     this.hboneServer.destroy();
     await this.stop();

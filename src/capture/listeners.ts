@@ -20,6 +20,8 @@ export interface ListenOptions {
   port: number;
   transparent: boolean | undefined;
   mark?: number | undefined;
+  /** Byte-stream listeners need half-close (default true); the TLS/HTTP/2 listener must not have it. */
+  allowHalfOpen?: boolean;
   onConnection: (socket: net.Socket) => void;
 }
 
@@ -34,7 +36,7 @@ export function listenCapture(o: ListenOptions): Promise<CaptureListener> {
   } catch (err) {
     return Promise.reject(new ZtError('ZT_ERR_NATIVE', `listener ${o.host}:${o.port}: ${(err as Error).message}`, { cause: err }));
   }
-  const server = net.createServer({ allowHalfOpen: true, noDelay: true, pauseOnConnect: false }, o.onConnection);
+  const server = net.createServer({ allowHalfOpen: o.allowHalfOpen ?? true, noDelay: true }, o.onConnection);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ fd: created.fd }, () => {

@@ -3,8 +3,8 @@
 // Invariants (user-needs row 18, ztunnel-behaviour §3):
 // - half-close: EOF one way ends the other side's write side only; the reverse
 //   direction keeps flowing until it sees its own EOF;
-// - a peer's reset becomes a reset on the other side (RST, or RST_STREAM CONNECT_ERROR
-//   for an HTTP/2 CONNECT stream, RFC 9113 §8.5), never a clean FIN;
+// - a peer's reset becomes a reset on the other side (TCP RST, or an RST_STREAM with an
+//   error code on an HTTP/2 CONNECT stream), never a clean FIN;
 // - nothing is allocated, logged or labelled per chunk.
 import type { Duplex } from 'node:stream';
 import type { ByteCounters } from '../record/types.js';
@@ -12,7 +12,7 @@ import type { ByteCounters } from '../record/types.js';
 /** One end of a proxied connection: the stream and how to abort it with a reset. */
 export interface CopySide {
   stream: Duplex;
-  /** Abort with a reset (TCP RST / RST_STREAM CONNECT_ERROR). */
+  /** Abort with a reset (TCP RST / RST_STREAM with an error code). */
   reset(): void;
   /** Did this side end without an error-class reset? Called on 'close' without 'end'. */
   closedCleanly?(): boolean;
@@ -47,6 +47,7 @@ function pump(src: CopySide, dst: CopySide, counters: ByteCounters, dir: Directi
   const from = src.stream;
   const to = dst.stream;
   let ended = false;
+  let errored = false;
   const onDrain = (): void => {
     from.resume();
   };
@@ -57,9 +58,13 @@ function pump(src: CopySide, dst: CopySide, counters: ByteCounters, dir: Directi
   to.on('drain', onDrain);
   from.once('end', () => {
     ended = true;
-    if (!to.destroyed && !to.writableEnded) to.end();
+    // Wait one turn: if an error follows the EOF at once, the reset wins over a clean FIN.
+    setImmediate(() => {
+      if (!errored && !to.destroyed && !to.writableEnded) to.end();
+    });
   });
   from.once('error', (err: Error) => {
+    errored = true;
     fail(err);
     if (!to.destroyed) dst.reset();
   });

@@ -7,15 +7,11 @@
 // Must never: leave namespaces, rules or processes behind (the topology cleans up on exit,
 // failure, SIGINT and SIGTERM), or install packages unless --install was given.
 
-import { spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { NodeAgent } from '../redirect/node-agent.js';
-import { applyNodeRedirect, applyZtunnelRedirect } from '../redirect/redirect.js';
 import { detectIptablesBackend, buildIptablesBinary } from '../redirect/iptables.js';
 import { createRunner } from '../redirect/plan.js';
+import { MeshHarness } from './mesh-harness.js';
 import { Topology } from './topology.js';
 
 /** Tool → Debian package that provides it. */
@@ -42,28 +38,6 @@ function hasTool(tool: string): boolean {
 /** Debian packages providing the missing tools. */
 export function findMissingPackages(has: (tool: string) => boolean = hasTool): string[] {
   return [...new Set(REQUIRED_TOOLS.filter(([tool]) => !has(tool)).map(([, pkg]) => pkg))];
-}
-
-function lines(child: ChildProcess): string[] {
-  const out: string[] = [];
-  let buf = '';
-  child.stdout?.on('data', (c: Buffer) => {
-    buf += c.toString();
-    const parts = buf.split('\n');
-    buf = parts.pop() ?? '';
-    out.push(...parts.filter(Boolean));
-  });
-  return out;
-}
-
-async function waitFor(what: string, pred: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await pred()) return true;
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  say(`demo: timed out waiting for ${what}`);
-  return false;
 }
 
 export async function runDemo(argv: string[]): Promise<number> {
@@ -100,88 +74,21 @@ export async function runDemo(argv: string[]): Promise<number> {
     process.stderr.write(`demo: missing tools; run: apt-get install -y ${missing.join(' ')}   (or: npm run demo -- --install)\n`);
     return 1;
   }
-  const here = fileURLToPath(new URL('.', import.meta.url));
-  const mainJs = join(here, '..', 'main.js');
-  const appsJs = join(here, 'apps.js');
   const standIn = values['stand-in'];
-  for (const f of standIn === undefined ? [mainJs, appsJs] : [standIn, appsJs]) {
-    if (!existsSync(f)) {
-      process.stderr.write(`demo: ${f} not found; run npm run build first\n`);
-      return 1;
-    }
+  const mesh = new MeshHarness({
+    prefix: values.prefix,
+    standIn,
+    agentLog: (node, level, msg) => say(`[istio-cni ${node}] ${new Date().toISOString()}\t${level}\tambient\t${msg}`),
+    onZtunnelExit: (node, code, stderr) => say(`demo: ztunnel on ${node} exited with ${code}: ${stderr}`),
+  });
+  for (const f of mesh.findMissingBuild()) {
+    process.stderr.write(`demo: ${f} not found; run npm run build first\n`);
+    return 1;
   }
-
-  const topo = new Topology({ prefix: values.prefix });
-  const agents: NodeAgent[] = [];
-  const ztunnels = new Map<string, { child: ChildProcess; out: string[] }>();
+  const topo = mesh.topo;
   try {
     say(`demo: building the namespaced cluster (prefix ${topo.prefix}) ...`);
-    await topo.create();
-    for (const node of topo.nodes) {
-      const n = await applyNodeRedirect(
-        { ztunnelIp: node.ztunnelIp, podGatewayIp: topo.podGatewayIp(node.name), ztunnelNetns: topo.ztunnelNetns(node.name) },
-        { netns: topo.nodeNetns(node.name) },
-      );
-      if (!n.ok) throw new Error(`node redirection on ${node.name}: ${n.message}`);
-      const z = await applyZtunnelRedirect({}, { netns: topo.ztunnelNetns(node.name) });
-      if (!z.ok) throw new Error(`ztunnel redirection on ${node.name}: ${z.message}`);
-    }
-    for (const node of topo.nodes) {
-      const agent = new NodeAgent({
-        nodeName: node.name,
-        configPath: topo.configPath,
-        podGatewayIp: topo.podGatewayIp(node.name),
-        netns: topo.nodeNetns(node.name),
-        log: (level, msg) => say(`[istio-cni ${node.name}] ${new Date().toISOString()}\t${level}\tambient\t${msg}`),
-      });
-      agents.push(agent);
-      if (!(await agent.start()).ok) throw new Error(`node agent on ${node.name} failed`);
-    }
-    for (const pod of topo.pods) {
-      if (pod.name === 'productpage') topo.spawnIn(topo.podNetns(pod.name), process.execPath, [appsJs, 'productpage', '9080']);
-      else if (pod.service !== undefined) topo.spawnIn(topo.podNetns(pod.name), process.execPath, [appsJs, 'http', '9080', pod.name]);
-    }
-
-    const caDir = join(topo.workDir, 'ca');
-    mkdirSync(caDir, { recursive: true });
-    if (standIn === undefined) {
-      const ca = spawnSync(process.execPath, [mainJs, 'ca', 'create', '--out', caDir, '--force'], { encoding: 'utf8' });
-      if (ca.status !== 0) throw new Error(`ca create: ${ca.stderr.trim()}`);
-    }
-    for (const node of topo.nodes) {
-      const ns = topo.ztunnelNetns(node.name);
-      const child =
-        standIn === undefined
-          ? topo.spawnIn(ns, process.execPath, [mainJs], {
-              PROXY_MODE: 'node',
-              NODE_NAME: node.name,
-              LOCAL_XDS_PATH: topo.configPath,
-              LOCAL_CA_CERT: join(caDir, 'ca-cert.pem'),
-              LOCAL_CA_KEY: join(caDir, 'ca-key.pem'),
-              LOG_FORMAT: 'json',
-              ENABLE_ORIG_SRC: 'true',
-            })
-          : topo.spawnIn(ns, process.execPath, [standIn, 'relay']);
-      const out = lines(child);
-      let err = '';
-      child.stderr?.on('data', (c: Buffer) => void (err += c.toString()));
-      child.on('exit', (code) => {
-        if (code !== null && code !== 0) say(`demo: ztunnel on ${node.name} exited with ${code}: ${err.trim()}`);
-      });
-      ztunnels.set(node.name, { child, out });
-    }
-    for (const node of topo.nodes) {
-      const ns = topo.ztunnelNetns(node.name);
-      const zt = ztunnels.get(node.name)!;
-      const ready =
-        standIn === undefined
-          ? await waitFor(`ztunnel readiness on ${node.name}`, async () => {
-              const r = await topo.execIn(ns, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1', 'http://127.0.0.1:15021/healthz/ready']);
-              return r.stdout.trim() === '200';
-            }, 20000)
-          : await waitFor(`stand-in on ${node.name}`, () => zt.out.filter((l) => l.includes('listening')).length >= 3, 10000);
-      if (!ready) throw new Error(`ztunnel on ${node.name} did not become ready`);
-    }
+    await mesh.start();
 
     const url = standIn === undefined ? 'http://productpage:9080/' : 'http://10.244.1.7:9080/';
     say();
@@ -214,7 +121,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     for (const node of topo.nodes) {
       say();
       say(`access log of the ztunnel on ${node.name}:`);
-      const zt = ztunnels.get(node.name)!;
+      const zt = mesh.getZtunnel(node.name);
       const mine = zt.out.filter((l) => (l.includes('"access"') || l.includes('listener')) && l.includes('10.244.2.4'));
       say(mine.length > 0 ? mine.join('\n') : '(no access-log line mentioning 10.244.2.4)');
     }
@@ -222,13 +129,10 @@ export async function runDemo(argv: string[]): Promise<number> {
     return firstLine === '<!DOCTYPE html>' ? 0 : 1;
   } catch (err) {
     process.stderr.write(`demo: ${(err as Error).message}\n`);
-    for (const [name, zt] of ztunnels) if (zt.out.length) process.stderr.write(`--- ztunnel ${name} output (last lines):\n${zt.out.slice(-20).join('\n')}\n`);
+    for (const [name, zt] of mesh.ztunnels) if (zt.out.length) process.stderr.write(`--- ztunnel ${name} output (last lines):\n${zt.out.slice(-20).join('\n')}\n`);
     return 1;
   } finally {
-    for (const a of agents) await a.stop();
-    for (const { child } of ztunnels.values()) if (child.exitCode === null) child.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 300));
-    await topo.destroy();
+    await mesh.stop();
     say(`demo: cleaned up (no namespace with prefix ${topo.prefix} left: ${Topology.listNetns(topo.prefix).length === 0})`);
   }
 }

@@ -90,8 +90,12 @@ export function buildPodGatewayIp(node: NodeSpec): string {
   return `10.244.${node.podSubnet}.1`;
 }
 
-/** The local config document (reference §5 schema) for these pods and services. */
-export function buildLocalConfigDocument(pods: readonly PodSpec[], services: readonly ServiceSpec[]): Record<string, unknown> {
+/** The local config document (reference §5 schema) for these pods, services and (reference §5.3) policies. */
+export function buildLocalConfigDocument(
+  pods: readonly PodSpec[],
+  services: readonly ServiceSpec[],
+  policies: readonly Record<string, unknown>[] = [],
+): Record<string, unknown> {
   const svcByName = new Map(services.map((s) => [s.name, s]));
   return {
     workloads: pods.map((p) => {
@@ -120,6 +124,7 @@ export function buildLocalConfigDocument(pods: readonly PodSpec[], services: rea
       vips: [`/${s.vip}`],
       ports: { [s.port]: s.targetPort },
     })),
+    ...(policies.length > 0 ? { policies } : {}),
   };
 }
 
@@ -270,11 +275,11 @@ export class Topology {
     }
   }
 
-  /** (Re)writes the YAML; tests pass a subset of pods to take some out of the mesh. */
-  writeLocalConfig(pods: readonly PodSpec[]): string {
+  /** (Re)writes the YAML; tests pass a subset of pods to take some out of the mesh, and policies in the §5.3 schema. */
+  writeLocalConfig(pods: readonly PodSpec[], policies: readonly Record<string, unknown>[] = []): string {
     mkdirSync(this.workDir, { recursive: true });
     const tmp = `${this.configPath}.tmp`;
-    writeFileSync(tmp, stringify(buildLocalConfigDocument(pods, this.services)));
+    writeFileSync(tmp, stringify(buildLocalConfigDocument(pods, this.services, policies)));
     // rename: readers never see a half-written file.
     spawnSync('mv', ['-f', tmp, this.configPath]);
     return this.configPath;

@@ -14,7 +14,7 @@ import { ZtError, errorMessage } from '../errors.js';
 import { spiffeIdOfWorkload } from '../identity/spiffe.js';
 import type { ConnectionRecord } from '../record/telemetry.js';
 import type { ConnectionContext } from '../record/types.js';
-import { CANCEL, CONNECT_ERROR, NO_ERROR } from '../tunnel/h2-settings.js';
+import { CANCEL, NO_ERROR } from '../tunnel/h2-settings.js';
 import { buildBaggage, forwardedHost } from '../tunnel/hbone-headers.js';
 import type { HbonePeer } from '../tunnel/hbone-server.js';
 import { connectTcp } from '../tunnel/tcp-connect.js';
@@ -28,10 +28,14 @@ export function socketSide(sock: net.Socket): CopySide {
 export function h2StreamSide(stream: http2.Http2Stream): CopySide {
   return {
     stream,
+    // destroy() sends RST_STREAM (INTERNAL_ERROR) alone; close(code) would first send an
+    // END_STREAM that the peer would take for a clean half-close.
     reset: () => {
-      if (!stream.destroyed) stream.close(CONNECT_ERROR);
+      if (!stream.destroyed) stream.destroy(new Error('connection reset'));
     },
-    closedCleanly: () => stream.rstCode === NO_ERROR || stream.rstCode === CANCEL,
+    // RST_STREAM NO_ERROR/CANCEL counts as EOF (as upstream); a session that died under
+    // the stream (connection lost, forced close) is a reset.
+    closedCleanly: () => (stream.rstCode === NO_ERROR || stream.rstCode === CANCEL) && !(stream.session?.destroyed ?? true),
   };
 }
 

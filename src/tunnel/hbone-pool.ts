@@ -163,6 +163,7 @@ export class HbonePool {
         mark: this.opts.mark,
         timeoutMs: this.opts.connectTimeoutMs,
         onSpoofFailure: this.opts.onSpoofFailure,
+        allowHalfOpen: false,
       });
       raw.setNoDelay(true);
       raw.connect({ host: target.dst.ip, port: target.dst.port });
@@ -218,6 +219,11 @@ export class HbonePool {
         });
         raiseConnectionWindow(session, tuning);
         startKeepalive(session);
+        // Node does not always notice a peer closing right after the handshake (e.g. our
+        // certificate refused under TLS 1.3): tie the session to the socket's life.
+        sock.once('close', () => {
+          if (!session.destroyed) session.destroy(new Error('HBONE connection closed by the peer'));
+        });
         const pooled: PooledSession = { key, session, active: 0, lastUsed: Date.now(), usable: true };
         const evict = (): void => {
           pooled.usable = false;

@@ -15,6 +15,8 @@ export interface TcpConnectOptions {
   /** Error code for a timeout (HBONE connects report NETWORK_POLICY). */
   timeoutCode?: 'ZT_ERR_CONNECT_TIMEOUT' | 'ZT_ERR_HBONE_CONNECT_TIMEOUT';
   onSpoofFailure?: (err: unknown) => void;
+  /** Default true (byte streams need half-close). TLS/HTTP/2 carriers want false: a peer's FIN must close them. */
+  allowHalfOpen?: boolean;
 }
 
 /** A socket created (not yet connected) with the requested source IP / mark. */
@@ -34,7 +36,8 @@ export function createUpstreamSocket(ip: string, opts: TcpConnectOptions): net.S
       opts.onSpoofFailure?.(err);
     }
   }
-  return fd >= 0 ? new net.Socket({ fd, allowHalfOpen: true }) : new net.Socket({ allowHalfOpen: true });
+  const allowHalfOpen = opts.allowHalfOpen ?? true;
+  return fd >= 0 ? new net.Socket({ fd, allowHalfOpen }) : new net.Socket({ allowHalfOpen });
 }
 
 /** Connects and resolves once established; rejects with a ZtError. */

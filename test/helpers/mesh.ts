@@ -18,7 +18,11 @@ export interface TestZtunnel {
 }
 
 /** Start an in-process ztunnel. `env` overrides; all ports default to 0 (any). */
-export async function startZtunnel(env: Record<string, string>, ca: CertificateAuthority = sharedCa): Promise<TestZtunnel> {
+export async function startZtunnel(
+  env: Record<string, string>,
+  ca: CertificateAuthority = sharedCa,
+  extra: { byteFlushIntervalMs?: number } = {},
+): Promise<TestZtunnel> {
   const logs: string[] = [];
   const sink = new PassThrough();
   let partial = '';
@@ -45,7 +49,7 @@ export async function startZtunnel(env: Record<string, string>, ca: CertificateA
     CONNECTION_TERMINATION_DEADLINE: '2s',
     ...env,
   });
-  const app = new App(config, { logDestination: sink, ca });
+  const app = new App(config, { logDestination: sink, ca, ...extra });
   const ports = await app.start();
   return { app, logs, ports };
 }
@@ -223,4 +227,30 @@ services:
   ports:
     80: 8080
 ${o.extra ?? ''}`;
+}
+
+/** GET a path on 127.0.0.1:port; resolves with status and body. */
+export async function httpGet(port: number, path: string, method = 'GET'): Promise<{ status: number; body: string }> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { method });
+  return { status: res.status, body: await res.text() };
+}
+
+/** The value of one sample in Prometheus text, matching every given label. */
+export function sampleValue(text: string, name: string, labels: Record<string, string>): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    if (Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return undefined;
+}
+
+/** Wait until fn() is truthy (polling), or fail after timeoutMs. */
+export async function eventually<T>(fn: () => T | Promise<T>, timeoutMs = 5000, what = 'condition'): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }

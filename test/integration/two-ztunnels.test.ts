@@ -6,6 +6,7 @@ import net from 'node:net';
 import t from 'tap';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import {
+  eventually,
   logLines,
   pattern,
   readAll,
@@ -39,9 +40,13 @@ t.teardown(async () => {
 });
 
 async function roundTrip(z: TestZtunnel, from: string, host: string, port: number, msg: string): Promise<string> {
+  const before = logLines(z, 'connection complete').length;
   const s = await socksConnect(z.ports.socks5 as number, from, host, port);
   s.end(msg);
-  return (await readAll(s)).toString();
+  const got = (await readAll(s)).toString();
+  // The access-log line is written once both sides have closed.
+  await eventually(() => logLines(z, 'connection complete').length > before, 5000, 'access log line');
+  return got;
 }
 
 t.test('echo through a service VIP crosses HBONE both ways', async (t) => {
@@ -50,6 +55,7 @@ t.test('echo through a service VIP crosses HBONE both ways', async (t) => {
   // The app saw the client's address: as root the inbound side spoofs it; else ztunnel's own loopback.
   if (process.getuid?.() === 0) t.ok(echo.peers.at(-1)?.startsWith('127.0.1.2:'), `app saw ${echo.peers.at(-1)}`);
   const out = logLines(a, 'connection complete').at(-1);
+  await eventually(() => logLines(b, 'connection complete').length > 0, 5000, 'inbound log');
   const inb = logLines(b, 'connection complete').at(-1);
   t.match(out, { direction: 'outbound', 'src.identity': 'spiffe://cluster.local/ns/default/sa/client', 'dst.hbone_addr': `127.0.2.2:${echo.port}`, 'dst.identity': 'spiffe://cluster.local/ns/default/sa/server' });
   t.match(inb, { direction: 'inbound', 'src.identity': 'spiffe://cluster.local/ns/default/sa/client' });
@@ -231,4 +237,20 @@ t.test('pooling: many connections share one HBONE session', async (t) => {
   t.ok(mid.pool.sessions - before.pool.sessions <= 1, `20 streams added ${mid.pool.sessions - before.pool.sessions} session(s) (before ${before.pool.sessions})`);
   for (const s of socks) s.end('x');
   for (const s of socks) t.equal((await readAll(s)).toString(), 'x');
+});
+
+t.test('a reset from the app reaches the client as a reset, not a clean EOF', async (t) => {
+  const resetter = net.createServer({ allowHalfOpen: true }, (c) => {
+    c.once('data', () => c.resetAndDestroy());
+  });
+  await new Promise<void>((r) => resetter.listen(0, '127.0.2.2', r));
+  t.teardown(() => resetter.close());
+  const s = await socksConnect(a.ports.socks5 as number, '127.0.1.2', '127.0.2.2', (resetter.address() as net.AddressInfo).port);
+  const outcome = await new Promise<string>((resolve) => {
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(`error ${e.code}`));
+    s.on('end', () => resolve('clean end'));
+    s.resume();
+    s.write('trigger');
+  });
+  t.equal(outcome, 'error ECONNRESET');
 });
