@@ -24,7 +24,9 @@ function getGc(): () => void {
   return vm.runInNewContext('gc') as () => void;
 }
 
-function match(m: Partial<Match>): Match {
+// The bench keeps its own builders: it is part of the product build (tsconfig.build.json,
+// Dockerfile), which does not contain test/, so test/helpers/fixtures.ts is out of reach.
+function buildMatch(m: Partial<Match>): Match {
   return {
     namespaces: [],
     notNamespaces: [],
@@ -49,7 +51,7 @@ function denyPolicies(principalKind: 'Exact' | 'Prefix'): Authorization[] {
     const rules: Match[][][] = [];
     for (let r = 0; r < RULES_PER_POLICY; r++) {
       const value = `cluster.local/ns/bench-${p}/sa/never-${r}`;
-      rules.push([[match({ principals: [{ kind: principalKind, value }], destinationPorts: [PORT] })]]);
+      rules.push([[buildMatch({ principals: [{ kind: principalKind, value }], destinationPorts: [PORT] })]]);
     }
     out.push({ name: `deny-${p}`, namespace: 'istio-system', scope: 'Global', action: 'Deny', dryRun: false, rules });
   }
@@ -63,7 +65,7 @@ const oneAllow: Authorization[] = [
     scope: 'Namespace',
     action: 'Allow',
     dryRun: false,
-    rules: [[[match({ principals: [{ kind: 'Exact', value: 'cluster.local/ns/default/sa/client' }], destinationPorts: [PORT] })]]],
+    rules: [[[buildMatch({ principals: [{ kind: 'Exact', value: 'cluster.local/ns/default/sa/client' }], destinationPorts: [PORT] })]]],
   },
 ];
 

@@ -319,6 +319,9 @@ async function startServers(mesh: BenchMesh): Promise<void> {
 }
 
 interface Machine {
+  /** Machine busy (% of one core) over 2 s before the bench started anything: other tenants' load. */
+  backgroundPct: number;
+  loadAvg: string;
   cpus: number;
   model: string;
   kernel: string;
@@ -326,10 +329,14 @@ interface Machine {
   memGiB: string;
 }
 
-function readMachine(): Machine {
+async function readMachine(): Promise<Machine> {
+  const a = readBoxCpu();
+  const loadAvg = os.loadavg().map((l) => l.toFixed(2)).join(' ');
+  await sleep(2000);
+  const backgroundPct = buildBoxPercent(a, readBoxCpu(), CORES);
   const model = /^model name\s*:\s*(.+)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim() ?? 'unknown';
   const nproc = spawnSync('nproc', [], { encoding: 'utf8' }).stdout.trim();
-  return { cpus: Number(nproc) || os.cpus().length, model, kernel: os.release(), node: process.version, memGiB: (os.totalmem() / 2 ** 30).toFixed(1) };
+  return { backgroundPct, loadAvg, cpus: Number(nproc) || os.cpus().length, model, kernel: os.release(), node: process.version, memGiB: (os.totalmem() / 2 ** 30).toFixed(1) };
 }
 
 const f2 = (n: number): string => (Number.isFinite(n) ? n.toFixed(2) : '–');
@@ -370,6 +377,7 @@ function buildReport(r: Results): string {
   out.push(`| memory | ${r.machine.memGiB} GiB |`);
   out.push(`| kernel | ${r.machine.kernel} |`);
   out.push(`| node | ${r.machine.node} |`);
+  out.push(`| before the run: load average / machine CPU busy (2 s) | ${r.machine.loadAvg} / ${r.machine.backgroundPct.toFixed(0)} % of ${100 * r.machine.cpus} % |`);
   out.push('');
   out.push(
     'One topology, one run: two node namespaces joined by a bridge, the kernel capture path (ipset, marks, TPROXY), one ztunnel-ts per node. ' +
@@ -509,6 +517,8 @@ async function main(argv: string[]): Promise<number> {
   if (values['cpu-prof']) return runCpuProfile(prefix, iperfSeconds, values.out);
 
   const here = fileURLToPath(new URL('.', import.meta.url));
+  const machine = await readMachine();
+  if (machine.backgroundPct > 20) say(`bench: warning: the machine is already ${machine.backgroundPct.toFixed(0)} % busy before the bench (load ${machine.loadAvg}); figures will be skewed`);
   const t0 = performance.now();
   const mesh = await startBenchMesh({ prefix, log: (s) => say(`bench: ${s}`) });
   try {
@@ -544,7 +554,7 @@ async function main(argv: string[]): Promise<number> {
 
     const authz = values['no-authz'] ? undefined : runAuthzBench(here);
     const report = buildReport({
-      machine: readMachine(),
+      machine,
       quick,
       iperfSeconds,
       httpSeconds,

@@ -6,8 +6,8 @@
 // Names follow upstream ztunnel (reference §10.3) so existing deployments keep working.
 
 import { ZtError } from '../errors.js';
+import { canonicalIp, ipFamily, isLoopbackIp } from '../util/ip.js';
 import { parseDurationMs } from './duration.js';
-import { canonicalIp, ipFamily, isLoopbackIp } from './ip.js';
 import { deepFreeze } from './freeze.js';
 import type { Config, LogFormat, Ports, ProxyMode } from './types.js';
 

@@ -11,8 +11,8 @@
 import { readFileSync } from 'node:fs';
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document } from 'yaml';
 import { ZtError } from '../errors.js';
+import { canonicalCidr, canonicalIp } from '../util/ip.js';
 import { deepFreeze } from './freeze.js';
-import { canonicalCidr, canonicalIp } from './ip.js';
 import type {
   Authorization,
   Endpoint,

@@ -1,4 +1,5 @@
-// IP address text ⇄ compact numeric form, CIDR containment, and `host:port` text.
+// IP address text ⇄ compact numeric form, CIDR containment, `host:port` text, and the
+// canonical IP / CIDR text that config stores, so every layer compares addresses as strings.
 // Parsing allocates (it runs once per connection or once per config change);
 // cidrContains() never allocates, so it can run inside per-connection loops.
 // Invariants: an IPv4-mapped IPv6 address (::ffff:a.b.c.d) always parses as IPv4, so a
@@ -85,6 +86,35 @@ export function parseCidr(text: string): Cidr | undefined {
   if (prefix > 128) return undefined;
   if (prefix >= 96 && isMappedV4(w)) return buildCidr(4, prefix - 96, w[3]!, 0, 0, 0);
   return buildCidr(6, prefix, w[0]!, w[1]!, w[2]!, w[3]!);
+}
+
+/**
+ * Canonical `address/prefix` text for configuration, or undefined when `text` is not a CIDR.
+ * Unlike parseCidr().text, host bits are kept as written (upstream accepts them too; matching
+ * code masks), and a prefix with a leading zero (`/08`) is refused like such an octet. A bare
+ * IP becomes a host prefix; an IPv4-mapped range of /96 or longer becomes IPv4, as in parseCidr.
+ */
+export function canonicalCidr(text: string): string | undefined {
+  const slash = text.indexOf('/');
+  if (slash !== -1 && text.length - slash > 2 && text.charCodeAt(slash + 1) === 48 /* 0 */) return undefined;
+  const cidr = parseCidr(text);
+  if (cidr === undefined) return undefined;
+  const addrText = slash === -1 ? text : text.slice(0, slash);
+  // parseCidr accepted addrText. Family 6 here includes a mapped address under /96, which
+  // stays IPv6 text, so the words are formatted directly rather than through parseIp.
+  if (cidr.family === 4) return `${parseIp(addrText)!.text}/${cidr.prefixLength}`;
+  const w = parseV6Words(addrText)!;
+  return `${formatV6(w[0]!, w[1]!, w[2]!, w[3]!)}/${cidr.prefixLength}`;
+}
+
+/** 4 or 6 for a canonical IP text (as returned by canonicalIp). */
+export function ipFamily(canonical: string): 4 | 6 {
+  return canonical.indexOf(':') === -1 ? 4 : 6;
+}
+
+/** True for 127.0.0.0/8 and ::1 (canonical text). */
+export function isLoopbackIp(canonical: string): boolean {
+  return canonical === '::1' || canonical.startsWith('127.');
 }
 
 export function cidrContains(cidr: Cidr, ip: ParsedIp): boolean {

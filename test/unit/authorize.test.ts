@@ -4,79 +4,17 @@
 import t from 'tap';
 import type { Authorization, Match, StringMatch, Workload } from '../../src/config/types.js';
 import { buildAuthzConnection, findAuthzIdentity, PolicyStore, type AuthzConnection, type AuthzDecision } from '../../src/authorize/index.js';
+import { buildMatch, buildPolicy, buildWorkload } from '../helpers/fixtures.js';
 
 const CLIENT = 'spiffe://cluster.local/ns/default/sa/client';
 const PRINCIPAL = 'cluster.local/ns/default/sa/client';
 
 function workload(namespace = 'default', authorizationPolicies: string[] = []): Workload {
-  return {
-    uid: `cluster1//v1/Pod/${namespace}/server`,
-    name: 'server',
-    namespace,
-    serviceAccount: 'server',
-    trustDomain: 'cluster.local',
-    workloadIps: ['10.0.0.2'],
-    hostname: '',
-    network: '',
-    protocol: 'HBONE',
-    networkMode: 'Standard',
-    node: 'node-a',
-    waypoint: undefined,
-    networkGateway: undefined,
-    nativeTunnel: false,
-    applicationTunnel: undefined,
-    authorizationPolicies,
-    status: 'Healthy',
-    clusterId: 'cluster1',
-    locality: undefined,
-    workloadName: 'server',
-    workloadType: 'deployment',
-    canonicalName: 'server',
-    canonicalRevision: 'latest',
-    capacity: 1,
-    services: new Map(),
-  };
-}
-
-function match(m: Partial<Match>): Match {
-  return {
-    namespaces: [],
-    notNamespaces: [],
-    principals: [],
-    notPrincipals: [],
-    serviceAccounts: [],
-    notServiceAccounts: [],
-    sourceIps: [],
-    notSourceIps: [],
-    destinationIps: [],
-    notDestinationIps: [],
-    destinationPorts: [],
-    notDestinationPorts: [],
-    ...m,
-  };
-}
-
-interface PolicyOpts {
-  name?: string;
-  namespace?: string;
-  scope?: Authorization['scope'];
-  action?: Authorization['action'];
-  dryRun?: boolean;
-}
-
-function policy(rules: Match[][][], o: PolicyOpts = {}): Authorization {
-  return {
-    name: o.name ?? 'p',
-    namespace: o.namespace ?? 'default',
-    scope: o.scope ?? 'Namespace',
-    action: o.action ?? 'Deny',
-    dryRun: o.dryRun ?? false,
-    rules,
-  };
+  return buildWorkload({ uid: `cluster1//v1/Pod/${namespace}/server`, namespace, authorizationPolicies });
 }
 
 /** A policy with one rule of one clause holding one Match. */
-const one = (m: Partial<Match>, o: PolicyOpts = {}): Authorization => policy([[[match(m)]]], o);
+const one = (m: Partial<Match>, o: Partial<Omit<Authorization, 'rules'>> = {}): Authorization => buildPolicy([[[buildMatch(m)]]], o);
 
 const exact = (value: string): StringMatch => ({ kind: 'Exact', value });
 const prefix = (value: string): StringMatch => ({ kind: 'Prefix', value });
@@ -226,25 +164,25 @@ t.test('match fields (one Deny policy: deny ⇔ the Match holds)', async (t) => 
 });
 
 t.test('structure of rules, clauses and matches', async (t) => {
-  const empty = match({});
-  const port = (p: number): Match => match({ destinationPorts: [p] });
-  const ns = (n: string): Match => match({ namespaces: [exact(n)] });
+  const empty = buildMatch();
+  const port = (p: number): Match => buildMatch({ destinationPorts: [p] });
+  const ns = (n: string): Match => buildMatch({ namespaces: [exact(n)] });
   const rows: Row[] = [
-    { name: 'no rules: never matches', policies: [policy([])], want: 'allow' },
-    { name: 'a rule with zero clauses matches', policies: [policy([[]])], want: DENIED },
-    { name: 'a clause with zero matches matches', policies: [policy([[[]]])], want: DENIED },
-    { name: 'an all-empty Match is skipped: its clause cannot match', policies: [policy([[[empty]]])], want: 'allow' },
-    { name: 'an all-empty Match next to a holding Match', policies: [policy([[[empty, port(8080)]]])], want: DENIED },
-    { name: 'an all-empty Match next to a failing Match', policies: [policy([[[empty, port(80)]]])], want: 'allow' },
-    { name: 'a vacuous clause does not rescue a failing one', policies: [policy([[[], [port(80)]]])], want: 'allow' },
-    { name: 'a vacuous clause next to a holding one', policies: [policy([[[], [port(8080)]]])], want: DENIED },
-    { name: 'rules are OR-ed', policies: [policy([[[port(80)]], [[port(8080)]]])], want: DENIED },
-    { name: 'a never-matching rule does not stop a matching-all rule', policies: [policy([[[empty]], []])], want: DENIED },
-    { name: 'clauses are AND-ed (one fails)', policies: [policy([[[port(8080)], [ns('other')]]])], want: 'allow' },
-    { name: 'clauses are AND-ed (all hold)', policies: [policy([[[port(8080)], [ns('default')]]])], want: DENIED },
-    { name: 'matches inside a clause are OR-ed', policies: [policy([[[port(80), ns('default')]]])], want: DENIED },
-    { name: 'matches inside a clause, none holds', policies: [policy([[[port(80), ns('other')]]])], want: 'allow' },
-    { name: 'an Allow policy with no rules allows nothing', policies: [policy([], { action: 'Allow' })], want: 'deny:' },
+    { name: 'no rules: never matches', policies: [buildPolicy([])], want: 'allow' },
+    { name: 'a rule with zero clauses matches', policies: [buildPolicy([[]])], want: DENIED },
+    { name: 'a clause with zero matches matches', policies: [buildPolicy([[[]]])], want: DENIED },
+    { name: 'an all-empty Match is skipped: its clause cannot match', policies: [buildPolicy([[[empty]]])], want: 'allow' },
+    { name: 'an all-empty Match next to a holding Match', policies: [buildPolicy([[[empty, port(8080)]]])], want: DENIED },
+    { name: 'an all-empty Match next to a failing Match', policies: [buildPolicy([[[empty, port(80)]]])], want: 'allow' },
+    { name: 'a vacuous clause does not rescue a failing one', policies: [buildPolicy([[[], [port(80)]]])], want: 'allow' },
+    { name: 'a vacuous clause next to a holding one', policies: [buildPolicy([[[], [port(8080)]]])], want: DENIED },
+    { name: 'rules are OR-ed', policies: [buildPolicy([[[port(80)]], [[port(8080)]]])], want: DENIED },
+    { name: 'a never-matching rule does not stop a matching-all rule', policies: [buildPolicy([[[empty]], []])], want: DENIED },
+    { name: 'clauses are AND-ed (one fails)', policies: [buildPolicy([[[port(8080)], [ns('other')]]])], want: 'allow' },
+    { name: 'clauses are AND-ed (all hold)', policies: [buildPolicy([[[port(8080)], [ns('default')]]])], want: DENIED },
+    { name: 'matches inside a clause are OR-ed', policies: [buildPolicy([[[port(80), ns('default')]]])], want: DENIED },
+    { name: 'matches inside a clause, none holds', policies: [buildPolicy([[[port(80), ns('other')]]])], want: 'allow' },
+    { name: 'an Allow policy with no rules allows nothing', policies: [buildPolicy([], { action: 'Allow' })], want: 'deny:' },
   ];
   runRows(t, rows);
 });
@@ -424,7 +362,7 @@ t.test('guard index gives the same answers as a full scan', async (t) => {
     { name: 'port-guarded, second port', policies: [g('a', { destinationPorts: [80, 9090] })], conn: other, want: 'deny:default/a' },
     {
       name: 'a rule without a guard disables the index for the policy',
-      policies: [policy([[[match({ principals: [exact('nobody')] })]], [[match({ destinationPorts: [9090] })]]], { scope: 'Global', name: 'mixed' })],
+      policies: [buildPolicy([[[buildMatch({ principals: [exact('nobody')] })]], [[buildMatch({ destinationPorts: [9090] })]]], { scope: 'Global', name: 'mixed' })],
       conn: other,
       want: 'deny:default/mixed',
     },

@@ -5,8 +5,9 @@ import t from 'tap';
 import { fileURLToPath } from 'node:url';
 import { ZtError } from '../../src/errors.js';
 import { EMPTY_LOCAL_CONFIG, loadLocalConfigFile, parseLocalConfig } from '../../src/config/local-config.js';
-import { canonicalCidr, canonicalIp } from '../../src/config/ip.js';
+import { canonicalCidr, canonicalIp } from '../../src/util/ip.js';
 import type { LocalConfig, Match, Service, Workload } from '../../src/config/types.js';
+import { buildMatch } from '../helpers/fixtures.js';
 
 const fixture = (name: string): string => fileURLToPath(new URL(`../fixtures/local-config/${name}`, import.meta.url));
 const example = fileURLToPath(new URL('../../examples/localhost.yaml', import.meta.url));
@@ -32,21 +33,6 @@ function getService(c: LocalConfig, name: string): Service {
   if (s === undefined) throw new Error(`no service ${name}`);
   return s;
 }
-
-const EMPTY_MATCH: Match = {
-  namespaces: [],
-  notNamespaces: [],
-  principals: [],
-  notPrincipals: [],
-  serviceAccounts: [],
-  notServiceAccounts: [],
-  sourceIps: [],
-  notSourceIps: [],
-  destinationIps: [],
-  notDestinationIps: [],
-  destinationPorts: [],
-  notDestinationPorts: [],
-};
 
 t.test('full example (two nodes, service, policies)', async (t) => {
   const c = loadLocalConfigFile(fixture('full.yaml'));
@@ -97,9 +83,9 @@ t.test('full example (two nodes, service, policies)', async (t) => {
 
   const [allow, deny] = c.policies;
   t.match(allow, { name: 'server-allow-client', namespace: 'default', scope: 'WorkloadSelector', action: 'Allow', dryRun: false });
-  t.same(allow?.rules, [[[{ ...EMPTY_MATCH, principals: [{ kind: 'Exact', value: 'cluster.local/ns/default/sa/client' }], destinationPorts: [8080] }]]]);
+  t.same(allow?.rules, [[[buildMatch({ principals: [{ kind: 'Exact', value: 'cluster.local/ns/default/sa/client' }], destinationPorts: [8080] })]]]);
   t.match(deny, { name: 'no-admin-port', scope: 'Namespace', action: 'Deny' });
-  t.same(deny?.rules, [[[{ ...EMPTY_MATCH, destinationPorts: [9000] }]]]);
+  t.same(deny?.rules, [[[buildMatch({ destinationPorts: [9000] })]]]);
 });
 
 t.test('minimal file: defaults applied', async (t) => {
@@ -345,8 +331,8 @@ policies:
     destinationPorts: [80, 443],
     notDestinationPorts: [22],
   } satisfies Match);
-  t.same(p?.rules[0]?.[0]?.[1], EMPTY_MATCH);
-  t.same(p?.rules[0]?.[1], [{ ...EMPTY_MATCH, principals: [{ kind: 'Exact', value: 'x' }] }]);
+  t.same(p?.rules[0]?.[0]?.[1], buildMatch());
+  t.same(p?.rules[0]?.[1], [buildMatch({ principals: [{ kind: 'Exact', value: 'x' }] })]);
   t.same(p?.rules[1], []);
 });
 

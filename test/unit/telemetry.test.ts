@@ -3,42 +3,27 @@
 import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import t from 'tap';
-import type { Service, Workload } from '../../src/config/types.js';
+import type { Workload } from '../../src/config/types.js';
 import { ZtError } from '../../src/errors.js';
 import type { ConnectionContext } from '../../src/record/types.js';
 import { Telemetry, type TelemetryOptions } from '../../src/record/telemetry.js';
+import { buildService, buildWorkload } from '../helpers/fixtures.js';
 
 // ---------------------------------------------------------------- fixtures
 
+/** The client pod; the server pods below override what differs. */
 function workload(over: Partial<Workload>): Workload {
-  return {
+  return buildWorkload({
     uid: 'cluster1//Pod/default/client-7d9f-abcde',
     name: 'client-7d9f-abcde',
-    namespace: 'default',
     serviceAccount: 'client',
-    trustDomain: 'cluster.local',
     workloadIps: ['10.0.0.1'],
-    hostname: '',
-    network: '',
-    protocol: 'HBONE',
-    networkMode: 'Standard',
-    node: 'node-a',
-    waypoint: undefined,
-    networkGateway: undefined,
-    nativeTunnel: false,
-    applicationTunnel: undefined,
-    authorizationPolicies: [],
-    status: 'Healthy',
     clusterId: 'Kubernetes',
-    locality: undefined,
     workloadName: 'client',
-    workloadType: 'deployment',
     canonicalName: 'client-app',
     canonicalRevision: 'v1',
-    capacity: 1,
-    services: new Map(),
     ...over,
-  };
+  });
 }
 
 const client = workload({});
@@ -66,21 +51,15 @@ const tcpServer = workload({
   canonicalRevision: 'latest',
 });
 
-const service: Service = {
-  name: 'server',
+const service = buildService({
   namespace: 'ns-b',
   hostname: 'server.ns-b.svc.cluster.local',
   vips: [{ network: '', address: '10.96.0.10' }],
-  cidrVips: [],
   ports: new Map([[80, 8080]]),
   endpoints: new Map([[server.uid, { workloadUid: server.uid, port: new Map([[80, 8080]]), status: 'Healthy' }]]),
-  subjectAltNames: [],
-  waypoint: undefined,
-  loadBalancer: undefined,
   ipFamilies: 'IPv4',
   canonical: true,
-  visibility: 'Public',
-};
+});
 
 const CLIENT_ID = 'spiffe://cluster.local/ns/default/sa/client';
 const SERVER_ID = 'spiffe://cluster.local/ns/ns-b/sa/server';
@@ -101,18 +80,7 @@ function outboundHbone(): ConnectionContext {
 }
 
 function inboundHbone(): ConnectionContext {
-  return {
-    direction: 'inbound',
-    srcAddr: '10.0.0.1:51234',
-    srcWorkload: client,
-    srcIdentity: CLIENT_ID,
-    dstAddr: '10.0.0.2:15008',
-    hboneAddr: '10.0.0.2:8080',
-    dstService: service,
-    dstWorkload: server,
-    dstIdentity: SERVER_ID,
-    securityPolicy: 'mutual_tls',
-  };
+  return { ...outboundHbone(), direction: 'inbound', srcAddr: '10.0.0.1:51234' };
 }
 
 function outboundTcp(): ConnectionContext {
