@@ -13,5 +13,6 @@ export {
   socketFd,
   canUseTransparent,
   closeFd,
+  setLingerZero,
 } from './sockets.js';
 export { withNetns } from './netns.js';

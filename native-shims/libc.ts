@@ -18,6 +18,7 @@ export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
 export const SO_REUSEPORT = 15;
 export const SO_MARK = 36;
+export const SO_LINGER = 13;
 
 export const SOL_IP = 0;
 export const IP_FREEBIND = 15;

@@ -290,3 +290,13 @@ export function closeFd(fd: number): void {
     if (errno !== EINTR) throw new NativeError('close', errno, { target: String(fd), reason: libc.strerror(errno) });
   }
 }
+
+const LINGER_ZERO = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]); // struct linger { l_onoff = 1, l_linger = 0 }
+
+/**
+ * SO_LINGER {on, 0}: the next close() of this fd sends a TCP RST instead of a FIN. Works
+ * whatever the socket's shutdown state, unlike Node's resetAndDestroy() after end().
+ */
+export function setLingerZero(fd: number): void {
+  if (libc.setsockopt(fd, libc.SOL_SOCKET, libc.SO_LINGER, LINGER_ZERO, 8) !== 0) fail('setsockopt', 'SO_LINGER');
+}

@@ -7,6 +7,7 @@
 // the access-log line (record.complete); nothing here throws past a handler.
 import http2 from 'node:http2';
 import type net from 'node:net';
+import { setLingerZero, socketFd } from '../../native-shims/index.js';
 import type { Service, Workload } from '../config/types.js';
 import { buildAuthzConnection } from '../authorize/index.js';
 import { type CopySide, copyBidirectional } from '../copy/copy.js';
@@ -22,7 +23,24 @@ import { canonicalIp, formatHostPort, parseHostPort } from '../util/ip.js';
 import { type ProxyContext, findLocalWorkloadByIp } from './proxy-context.js';
 
 export function socketSide(sock: net.Socket): CopySide {
-  return { stream: sock, reset: () => sock.resetAndDestroy() };
+  return { stream: sock, reset: () => resetSocket(sock) };
+}
+
+/**
+ * Close with a TCP RST. Node's resetAndDestroy() fails (EINVAL, fd kept open) once end()
+ * was called, which is exactly the half-closed case, so use SO_LINGER {1, 0} + destroy().
+ */
+export function resetSocket(sock: net.Socket): void {
+  if (sock.destroyed) return;
+  const fd = socketFd(sock);
+  if (fd >= 0) {
+    try {
+      setLingerZero(fd);
+    } catch {
+      /* the fd is going away anyway */
+    }
+  }
+  sock.destroy();
 }
 
 export function h2StreamSide(stream: http2.Http2Stream): CopySide {
@@ -152,7 +170,7 @@ export class InboundProxy {
       hboneAddr: undefined,
       dstAddr,
       accept: () => undefined,
-      refuse: () => socket.resetAndDestroy(),
+      refuse: () => resetSocket(socket),
     });
   }
 
@@ -213,7 +231,7 @@ export class InboundProxy {
       abort: (err) => {
         abortError = err;
         d.downstream.reset();
-        app.resetAndDestroy();
+        resetSocket(app);
       },
     });
     const outcome = await copyBidirectional(d.downstream, socketSide(app), record.bytes);

@@ -17,7 +17,7 @@ import { buildBaggage, buildForwarded, buildTraceparent } from '../tunnel/hbone-
 import type { HbonePool } from '../tunnel/hbone-pool.js';
 import { connectTcp } from '../tunnel/tcp-connect.js';
 import { canonicalIp, formatHostPort } from '../util/ip.js';
-import { type InboundProxy, h2StreamSide, socketSide } from './inbound.js';
+import { type InboundProxy, h2StreamSide, resetSocket, socketSide } from './inbound.js';
 import { type ProxyContext, findDedicatedWorkload, isLocalWorkload } from './proxy-context.js';
 
 /** Lets an entry protocol (SOCKS5) answer its client once the upstream is up or failed. */
@@ -133,7 +133,7 @@ export class OutboundProxy {
           accept: () => hooks.onEstablished?.(),
           refuse: (err) => {
             hooks.onFailed?.(err);
-            socket.resetAndDestroy();
+            resetSocket(socket);
           },
         },
         record,
@@ -199,7 +199,7 @@ export class OutboundProxy {
       authz: undefined,
       abort: (err) => {
         abortError = err;
-        socket.resetAndDestroy();
+        resetSocket(socket);
         upstream.reset();
       },
     });

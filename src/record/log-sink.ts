@@ -22,10 +22,40 @@ type Flushable = { flush(cb?: (err?: Error) => unknown): void };
 
 let sharedStdout: ReturnType<typeof pino.destination> | undefined;
 
-/** One async stdout writer per process: several ztunnels in one test process share it. */
+/** Lines buffered while stdout is not taking them; beyond this they are dropped, not kept. */
+const MAX_BUFFERED_LOG_BYTES = 16 * 1024 * 1024;
+/** At exit, how many 100 ms waits a stuck stdout gets before the tail is given up. */
+const EXIT_FLUSH_RETRIES = 20;
+
+/**
+ * One async stdout writer per process: several ztunnels in one test process share it.
+ * Bounded: a reader that stops reading (a full pipe) costs dropped lines, never unbounded
+ * memory, and never a process that cannot exit (pino flushes synchronously at exit and
+ * would otherwise retry EAGAIN forever).
+ */
 function findStdout(): ReturnType<typeof pino.destination> {
-  sharedStdout ??= pino.destination({ dest: 1, sync: false });
-  return sharedStdout;
+  if (sharedStdout) return sharedStdout;
+  let exiting = false;
+  let exitRetries = 0;
+  process.once('exit', () => {
+    exiting = true;
+  });
+  const d = pino.destination({
+    dest: 1,
+    sync: false,
+    maxLength: MAX_BUFFERED_LOG_BYTES,
+    retryEAGAIN: () => !exiting || ++exitRetries < EXIT_FLUSH_RETRIES,
+  });
+  const flushSync = d.flushSync.bind(d);
+  d.flushSync = () => {
+    try {
+      flushSync();
+    } catch {
+      // stdout is stuck or gone: lose the tail rather than hang the exit.
+    }
+  };
+  sharedStdout = d;
+  return d;
 }
 
 const SCOPE_MARK = '"scope":';

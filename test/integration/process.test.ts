@@ -76,3 +76,38 @@ t.test('SIGTERM drains and exits 0; private keys never reach the logs', async (t
   t.match(out, /draining/);
   t.notMatch(out, /PRIVATE KEY/);
 });
+
+t.test('a stdout nobody reads neither blocks traffic nor the exit', async (t) => {
+  const child = spawn(process.execPath, [main], {
+    env: { ...baseEnv, ZTUNNEL_INBOUND_PLAINTEXT_PORT: '0', ZTUNNEL_ADMIN_PORT: '0', CONNECTION_TERMINATION_DEADLINE: '1s' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  // Learn the ports from the first line, then stop reading stdout entirely.
+  const first = await new Promise<string>((resolve) => {
+    let acc = '';
+    const onData = (d: Buffer): void => {
+      acc += d.toString();
+      if (acc.includes('ztunnel-ts ready')) {
+        child.stdout.removeListener('data', onData);
+        child.stdout.pause();
+        resolve(acc);
+      }
+    };
+    child.stdout.on('data', onData);
+  });
+  const ports = JSON.parse(JSON.parse(first.split('\n').find((l) => l.includes('ztunnel-ts ready')) as string).ports) as { inboundPlaintext: number };
+  // Each connection to 15006 addressed to the listener itself is refused with a log line (~250 B).
+  const net = await import('node:net');
+  for (let i = 0; i < 1500; i++) {
+    await new Promise<void>((r) => {
+      const s = net.connect(ports.inboundPlaintext, '127.0.0.1');
+      s.on('error', () => r());
+      s.on('close', () => r());
+    });
+  }
+  const started = Date.now();
+  child.kill('SIGTERM');
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  t.equal(code, 0);
+  t.ok(Date.now() - started < 6000, `exited in ${Date.now() - started} ms with a stuck stdout`);
+});

@@ -254,3 +254,25 @@ t.test('a reset from the app reaches the client as a reset, not a clean EOF', as
   });
   t.equal(outcome, 'error ECONNRESET');
 });
+
+t.test('after the server is gone, writing on the half-closed connection ends in a reset (no fd kept)', async (t) => {
+  // The app answers, closes and is gone: later bytes to it draw a TCP RST.
+  const closer = net.createServer((c) => {
+    c.end('bye', () => c.destroy());
+  });
+  await new Promise<void>((r) => closer.listen(0, '127.0.2.2', r));
+  t.teardown(() => closer.close());
+  const s = await socksConnect(a.ports.socks5 as number, '127.0.1.2', '127.0.2.2', (closer.address() as net.AddressInfo).port);
+  const outcome = new Promise<string>((resolve) => {
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(`error ${e.code}`));
+    s.on('close', () => resolve('closed'));
+  });
+  t.equal((await readAll(s)).toString(), 'bye');
+  const timer = setInterval(() => {
+    if (!s.destroyed) s.write('more');
+  }, 20);
+  const got = await outcome;
+  clearInterval(timer);
+  t.equal(got, 'error ECONNRESET');
+  await eventually(() => a.app.tracker.size === 0, 3000, 'connection untracked');
+});
