@@ -273,6 +273,7 @@ t.test('after the server is gone, writing on the half-closed connection ends in 
   }, 20);
   const got = await outcome;
   clearInterval(timer);
-  t.equal(got, 'error ECONNRESET');
+  // The RST shows as ECONNRESET, or as EPIPE when it lands during a write.
+  t.match(got, /^error (ECONNRESET|EPIPE)$/);
   await eventually(() => a.app.tracker.size === 0, 3000, 'connection untracked');
 });
