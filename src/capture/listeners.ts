@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { createListenerFdBestEffort, getOriginalDst, socketFd } from '../../native-shims/index.js';
 import { ZtError } from '../errors.js';
+import { KEEPALIVE_IDLE_MS } from '../config/env.js';
 import { canonicalIp } from '../util/ip.js';
 
 export interface CaptureListener {
@@ -36,7 +37,13 @@ export function listenCapture(o: ListenOptions): Promise<CaptureListener> {
   } catch (err) {
     return Promise.reject(new ZtError('ZT_ERR_NATIVE', `listener ${o.host}:${o.port}: ${(err as Error).message}`, { cause: err }));
   }
-  const server = net.createServer({ allowHalfOpen: o.allowHalfOpen ?? true, noDelay: true }, o.onConnection);
+  // TCP keepalive on captured byte streams (not on 15008, as upstream): idle pods' connections
+  // must survive middleboxes and dead peers must be noticed (user need: long-lived connections).
+  const keepAlive = o.allowHalfOpen ?? true;
+  const server = net.createServer(
+    { allowHalfOpen: o.allowHalfOpen ?? true, noDelay: true, keepAlive, keepAliveInitialDelay: KEEPALIVE_IDLE_MS },
+    o.onConnection,
+  );
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ fd: created.fd }, () => {

@@ -233,6 +233,9 @@ function buildTrustDomain(env: Env): string {
 }
 
 /** Validates `env` and returns the deep-frozen process configuration; throws ZT_ERR_CONFIG_INVALID. */
+/** TCP keepalive idle time on upstream and captured sockets (upstream: KEEPALIVE_TIME 180 s). */
+export const KEEPALIVE_IDLE_MS = 180_000;
+
 export function loadConfig(env: Env): Config {
   const localXdsPath = readString(env, ENV.LOCAL_XDS_PATH);
   // Inline YAML is taken verbatim (no trimming) but a blank value still counts as unset.

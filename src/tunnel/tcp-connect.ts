@@ -5,6 +5,7 @@
 // the connect itself has a hard timeout.
 import net from 'node:net';
 import { createFreebindSocketFd, createMarkedSocketFd } from '../../native-shims/index.js';
+import { KEEPALIVE_IDLE_MS } from '../config/env.js';
 import { ZtError } from '../errors.js';
 
 export interface TcpConnectOptions {
@@ -54,7 +55,7 @@ export function connectTcp(ip: string, port: number, opts: TcpConnectOptions): P
       reject(new ZtError('ZT_ERR_CONNECT_FAILED', `connect to ${ip}:${port} failed: ${err.message}`, { cause: err }));
     };
     sock.once('error', onError);
-    sock.connect({ host: ip, port, noDelay: true }, () => {
+    sock.connect({ host: ip, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_IDLE_MS }, () => {
       clearTimeout(timer);
       sock.removeListener('error', onError);
       resolve(sock);
