@@ -4,7 +4,7 @@
 // (there is no DNS proxy). The success reply is sent once the upstream is up, so a
 // refused tunnel is a SOCKS error, not a silent close.
 import type net from 'node:net';
-import { formatHostPort } from '../util/ip.js';
+import { canonicalIp, formatHostPort } from '../util/ip.js';
 
 export type Socks5Resolver = (host: string) => string | undefined;
 
@@ -49,7 +49,8 @@ export function parseRequest(buf: Buffer): Socks5Parse {
     if (buf.length < 22) return { kind: 'more' };
     const parts: string[] = [];
     for (let i = 0; i < 8; i++) parts.push(buf.readUInt16BE(4 + i * 2).toString(16));
-    host = parts.join(':');
+    // Canonical text (fd00::5, ::1, mapped v4 → v4), or lookups and the loop guard would miss.
+    host = canonicalIp(parts.join(':')) ?? parts.join(':');
     off = 20;
   } else if (atyp === 3) {
     if (buf.length < 5) return { kind: 'more' };
@@ -63,9 +64,18 @@ export function parseRequest(buf: Buffer): Socks5Parse {
   return { kind: 'request', consumed: off + 2, host, port: buf.readUInt16BE(off), atyp };
 }
 
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
 function reply(socket: net.Socket, code: number): void {
   if (socket.destroyed || !socket.writable) return;
   socket.write(Buffer.from([5, code, 0, 1, 0, 0, 0, 0, 0, 0]));
+}
+
+/** Send the error reply, then close for good (no half-open fd left behind). */
+function closeAfterReply(socket: net.Socket, code: number): void {
+  if (socket.destroyed) return;
+  if (socket.writable) socket.end(Buffer.from([5, code, 0, 1, 0, 0, 0, 0, 0, 0]));
+  setTimeout(() => socket.destroy(), 1000).unref();
 }
 
 /**
@@ -81,10 +91,14 @@ export function handleSocks5(
   let buf: Buffer = Buffer.alloc(0);
   let stage: 'greeting' | 'request' = 'greeting';
   socket.on('error', () => undefined);
+  // A client that never finishes the handshake does not get to hold an fd forever.
+  socket.setTimeout(HANDSHAKE_TIMEOUT_MS, () => {
+    onError('SOCKS5 handshake timed out');
+    socket.destroy();
+  });
   const bail = (code: number, reason: string): void => {
     onError(reason);
-    reply(socket, code);
-    socket.end();
+    closeAfterReply(socket, code);
   };
   const onData = (chunk: Buffer): void => {
     buf = buf.length ? Buffer.concat([buf, chunk]) : chunk;
@@ -94,8 +108,9 @@ export function handleSocks5(
       if (g.kind === 'error') return bail(g.reply, g.reason);
       if (g.kind !== 'greeting') return;
       if (!g.noAuth) {
-        socket.end(Buffer.from([5, 0xff]));
         onError('client offers no supported authentication method');
+        socket.end(Buffer.from([5, 0xff]));
+        setTimeout(() => socket.destroy(), 1000).unref();
         return;
       }
       socket.write(Buffer.from([5, 0]));
@@ -107,6 +122,7 @@ export function handleSocks5(
     if (r.kind === 'error') return bail(r.reply, r.reason);
     if (r.kind !== 'request') return;
     socket.removeListener('data', onData);
+    socket.setTimeout(0);
     socket.pause();
     const rest = buf.subarray(r.consumed);
     if (rest.length) socket.unshift(rest);
@@ -119,10 +135,7 @@ export function handleSocks5(
           reply(socket, 0);
           socket.resume();
         },
-        fail: (refused) => {
-          reply(socket, refused ? REP_REFUSED : REP_GENERAL);
-          socket.destroy();
-        },
+        fail: (refused) => closeAfterReply(socket, refused ? REP_REFUSED : REP_GENERAL),
       },
     );
   };

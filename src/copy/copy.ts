@@ -52,10 +52,19 @@ function pump(src: CopySide, dst: CopySide, counters: ByteCounters, dir: Directi
     from.resume();
   };
   from.on('data', (chunk: Buffer) => {
+    if (to.destroyed) {
+      // Nobody left to take these bytes (and no 'drain' would ever come): reset this side.
+      src.reset();
+      return;
+    }
     counters[dir] += chunk.length;
     if (!to.write(chunk)) from.pause();
   });
   to.on('drain', onDrain);
+  to.once('close', () => {
+    // The other side is gone for good while this one still has bytes to send.
+    if (!ended && !from.destroyed) src.reset();
+  });
   from.once('end', () => {
     ended = true;
     // Wait one turn: if an error follows the EOF at once, the reset wins over a clean FIN.

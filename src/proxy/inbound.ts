@@ -9,7 +9,7 @@ import http2 from 'node:http2';
 import type net from 'node:net';
 import { setLingerZero, socketFd } from '../../native-shims/index.js';
 import type { Service, Workload } from '../config/types.js';
-import { buildAuthzConnection } from '../authorize/index.js';
+import { type AuthzConnection, type PolicyStore, buildAuthzConnection } from '../authorize/index.js';
 import { type CopySide, copyBidirectional } from '../copy/copy.js';
 import { ZtError, errorMessage } from '../errors.js';
 import { spiffeIdOfWorkload } from '../identity/spiffe.js';
@@ -44,6 +44,8 @@ export function resetSocket(sock: net.Socket): void {
 }
 
 export function h2StreamSide(stream: http2.Http2Stream): CopySide {
+  // Node drops stream.session before 'close': keep our own reference to the session.
+  const session = stream.session;
   return {
     stream,
     // destroy() sends RST_STREAM (INTERNAL_ERROR) alone; close(code) would first send an
@@ -53,7 +55,7 @@ export function h2StreamSide(stream: http2.Http2Stream): CopySide {
     },
     // RST_STREAM NO_ERROR/CANCEL counts as EOF (as upstream); a session that died under
     // the stream (connection lost, forced close) is a reset.
-    closedCleanly: () => (stream.rstCode === NO_ERROR || stream.rstCode === CANCEL) && !(stream.session?.destroyed ?? true),
+    closedCleanly: () => (stream.rstCode === NO_ERROR || stream.rstCode === CANCEL) && !(session?.destroyed ?? true),
   };
 }
 
@@ -86,8 +88,8 @@ export interface LocalDelivery {
   service: Service | undefined;
   hboneAddr: string | undefined;
   dstAddr: string;
-  /** Answer the downstream once the app is connected (HBONE 200), or refuse it. */
-  accept(): void;
+  /** Answer the downstream once the app is connected (HBONE 200); false if it is gone. */
+  accept(): boolean;
   refuse(err: ZtError): void;
 }
 
@@ -118,8 +120,7 @@ export class InboundProxy {
     if (!workload) return early(new ZtError('ZT_ERR_INBOUND_UNKNOWN_WORKLOAD', `unknown local workload ${peer.localIp}`));
     const { state } = ctx.view();
     const srcWorkload = state.findWorkloadByIp(ctx.config.network, peer.peerIp);
-    stream.on('error', () => undefined);
-    void this.deliver({
+    this.deliver({
       downstream: h2StreamSide(stream),
       srcAddr,
       srcIp: peer.peerIp,
@@ -131,22 +132,38 @@ export class InboundProxy {
       hboneAddr: authority as string,
       dstAddr,
       accept: () => {
+        if (stream.destroyed || stream.closed) return false;
         const baggage = buildBaggage(workload);
-        stream.respond(baggage ? { ':status': 200, baggage } : { ':status': 200 });
+        try {
+          stream.respond(baggage ? { ':status': 200, baggage } : { ':status': 200 });
+          return true;
+        } catch {
+          return false;
+        }
       },
       refuse: (err) => respond(stream, err.hboneStatus),
-    });
+    }).catch((err: unknown) => this.onUnexpected(err));
+  }
+
+  /** A bug, not an outcome: log it, keep serving. */
+  private onUnexpected(err: unknown): void {
+    this.ctx.telemetry.log.error({ scope: 'inbound', error: errorMessage(err), stack: (err as Error)?.stack }, 'unexpected error in a connection handler');
   }
 
   /** A plaintext connection captured on 15006, for origDst. */
   handlePlaintext(socket: net.Socket, origDst: { ip: string; port: number }): void {
     const { ctx } = this;
-    const srcIp = canonicalIp(socket.remoteAddress ?? '') ?? '';
+    const srcIp = canonicalIp(socket.remoteAddress ?? '');
+    socket.on('error', () => undefined);
+    // A client that reset right after the handshake has no peer address any more.
+    if (!srcIp || !origDst.ip) {
+      socket.destroy();
+      return;
+    }
     const srcAddr = formatHostPort(srcIp, socket.remotePort ?? 0);
     const dstAddr = formatHostPort(origDst.ip, origDst.port);
     ctx.telemetry.socketOpened('destination');
     socket.once('close', () => ctx.telemetry.socketClosed('destination'));
-    socket.on('error', () => undefined);
     if (ctx.illegalPorts.has(origDst.port)) {
       ctx.telemetry.earlyDeny('inbound', srcAddr, dstAddr, `attempted recursive call to ourselves (port ${origDst.port})`);
       socket.destroy();
@@ -158,7 +175,7 @@ export class InboundProxy {
       socket.destroy();
       return;
     }
-    void this.deliver({
+    this.deliver({
       downstream: socketSide(socket),
       srcAddr,
       srcIp,
@@ -169,9 +186,19 @@ export class InboundProxy {
       service: guessService(ctx, workload, origDst.port, undefined),
       hboneAddr: undefined,
       dstAddr,
-      accept: () => undefined,
+      accept: () => !socket.destroyed,
       refuse: () => resetSocket(socket),
-    });
+    }).catch((err: unknown) => this.onUnexpected(err));
+  }
+
+  /** Deny → refuse the downstream and complete the record; returns the error, or undefined when allowed. */
+  private checkPolicy(d: LocalDelivery, conn: AuthzConnection, policies: PolicyStore, record: ConnectionRecord): ZtError | undefined {
+    const decision = policies.authorize(d.workload, conn);
+    if (decision.kind !== 'deny') return undefined;
+    const err = denialOf(decision);
+    d.refuse(err);
+    record.complete(err, { extraFields: decision.policy ? { policy: decision.policy } : {} });
+    return err;
   }
 
   /** Authorize, connect the app, answer, copy, record. Shared by all inbound paths. */
@@ -191,13 +218,9 @@ export class InboundProxy {
     };
     const record = ctx.telemetry.open(cctx);
     const authzConn = buildAuthzConnection(d.srcIp, d.target.ip, d.target.port, d.srcIdentity);
-    const decision = ctx.view().policies.authorize(d.workload, authzConn);
-    if (decision.kind === 'deny') {
-      const err = new ZtError('ZT_ERR_AUTHZ_DENIED', `connection closed due to policy rejection: ${decision.reason}`);
-      d.refuse(err);
-      record.complete(err, { extraFields: decision.policy ? { policy: decision.policy } : {} });
-      return err;
-    }
+    const view = ctx.view();
+    const denied = this.checkPolicy(d, authzConn, view.policies, record);
+    if (denied) return denied;
     let app: net.Socket;
     try {
       app = await connectTcp(d.target.ip, d.target.port, {
@@ -213,13 +236,22 @@ export class InboundProxy {
       return zerr;
     }
     app.on('error', () => undefined);
-    if (d.downstream.stream.destroyed) {
+    // The policies may have changed while we were connecting: the tracker would not have seen us.
+    const now = ctx.view();
+    if (now !== view) {
+      const deniedLate = this.checkPolicy(d, authzConn, now.policies, record);
+      if (deniedLate) {
+        app.destroy();
+        return deniedLate;
+      }
+    }
+    if (d.downstream.stream.destroyed || !d.accept()) {
       app.destroy();
       const err = new ZtError('ZT_ERR_CONNECT_FAILED', 'downstream closed before the app connection was up');
+      d.downstream.reset();
       record.complete(err);
       return err;
     }
-    d.accept();
     let abortError: Error | undefined;
     const untrack = ctx.tracker.add({
       direction: 'inbound',
@@ -244,6 +276,10 @@ export class InboundProxy {
     record.complete(error);
     return error;
   }
+}
+
+function denialOf(decision: { kind: 'deny'; reason: string }): ZtError {
+  return new ZtError('ZT_ERR_AUTHZ_DENIED', `connection closed due to policy rejection: ${decision.reason}`);
 }
 
 function respond(stream: http2.ServerHttp2Stream, status: number): void {

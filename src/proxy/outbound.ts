@@ -42,8 +42,13 @@ export class OutboundProxy {
     ctx.telemetry.socketOpened('source');
     socket.once('close', () => ctx.telemetry.socketClosed('source'));
     socket.on('error', () => undefined);
+    const srcIp = canonicalIp(socket.remoteAddress ?? '');
+    // A client that reset right after the handshake has no peer address any more.
+    if (!srcIp || !dst.ip) {
+      socket.destroy();
+      return;
+    }
     socket.setNoDelay(true);
-    const srcIp = canonicalIp(socket.remoteAddress ?? '') ?? '';
     const srcAddr = formatHostPort(srcIp, socket.remotePort ?? 0);
     const dstAddr = formatHostPort(dst.ip, dst.port);
     const fail = (err: ZtError): void => {
@@ -73,7 +78,22 @@ export class OutboundProxy {
       return fail(new ZtError(route.code, route.reason));
     }
     const record = ctx.telemetry.open(this.contextOf(route, source, srcAddr));
-    void this.run(socket, srcIp, srcAddr, dst, source, route, record, hooks);
+    this.run(socket, srcIp, srcAddr, dst, source, route, record, hooks).catch((err: unknown) => {
+      ctx.telemetry.log.error({ scope: 'outbound', error: errorMessage(err), stack: (err as Error)?.stack }, 'unexpected error in a connection handler');
+      resetSocket(socket);
+      record.complete(err);
+    });
+  }
+
+  /**
+   * Is this destination served by this very ztunnel (hand over in process)? Only with an
+   * explicit NODE_NAME: without one every workload counts as local for inbound, but sending
+   * traffic for other nodes' pods in plaintext "locally" would silently drop mTLS.
+   */
+  private servedHere(w: Workload): boolean {
+    const { config } = this.ctx;
+    if (config.proxyMode === 'dedicated') return isLocalWorkload(config, w);
+    return config.nodeName !== undefined && w.node === config.nodeName;
   }
 
   private findSource(srcIp: string): Workload | undefined {
@@ -116,7 +136,7 @@ export class OutboundProxy {
     const onSpoofFailure = (err: unknown): void =>
       ctx.telemetry.log.warn({ scope: 'outbound', error: errorMessage(err) }, 'original source unavailable; connecting unspoofed');
 
-    if (route.kind === 'hbone' && isLocalWorkload(ctx.config, route.workload)) {
+    if (route.kind === 'hbone' && this.servedHere(route.workload)) {
       // Same node: hand over in process, as the peer ztunnel would receive it.
       const error = await this.inbound.deliver(
         {
@@ -130,7 +150,11 @@ export class OutboundProxy {
           service: route.service,
           hboneAddr: route.hboneTarget,
           dstAddr: formatHostPort(route.actualDst.ip, route.actualDst.port),
-          accept: () => hooks.onEstablished?.(),
+          accept: () => {
+            if (socket.destroyed) return false;
+            hooks.onEstablished?.();
+            return true;
+          },
           refuse: (err) => {
             hooks.onFailed?.(err);
             resetSocket(socket);

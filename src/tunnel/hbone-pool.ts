@@ -62,9 +62,8 @@ export class HbonePool {
   /** Open one CONNECT stream; resolves once the peer answered 200. */
   async connect(target: HboneTarget, authority: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream> {
     if (this.closed) throw new ZtError('ZT_ERR_DRAINING');
+    // checkout() has already reserved a stream slot on the session (active += 1).
     const pooled = await this.checkout(target);
-    pooled.active += 1;
-    pooled.lastUsed = Date.now();
     let stream: http2.ClientHttp2Stream;
     try {
       stream = pooled.session.request({ ':method': 'CONNECT', ':authority': authority, ...headers }, { endStream: false });
@@ -72,6 +71,9 @@ export class HbonePool {
       this.release(pooled);
       throw new ZtError('ZT_ERR_H2', `HBONE request failed: ${(err as Error).message}`, { cause: err });
     }
+    // Never without an 'error' listener: an RST_STREAM or a dying session may arrive at any
+    // time, also between the response and the caller's own listener.
+    stream.on('error', () => undefined);
     stream.once('close', () => this.release(pooled));
     return await new Promise<http2.ClientHttp2Stream>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -118,8 +120,11 @@ export class HbonePool {
     this.sessions.clear();
   }
 
+  /** Close every session now, streams included. */
   destroy(): void {
+    const all = [...this.sessions.values()].flat();
     this.close();
+    for (const p of all) p.session.destroy();
   }
 
   private limitOf(p: PooledSession): number {
@@ -127,32 +132,44 @@ export class HbonePool {
     return Math.min(this.opts.maxStreamsPerConnection, remote && remote > 0 ? remote : Infinity);
   }
 
+  /** A session of this key with a free stream slot, reserved for the caller (active += 1). */
   private async checkout(target: HboneTarget): Promise<PooledSession> {
     const key = HbonePool.keyOf(target);
     for (;;) {
-      const list = this.sessions.get(key);
-      if (list) {
-        for (const p of list) {
-          if (p.usable && !p.session.closed && !p.session.destroyed && p.active < this.limitOf(p)) return p;
-        }
-      }
+      const free = this.findFree(key);
+      if (free) return this.reserve(free);
       const pending = this.creating.get(key);
       if (pending) {
         // Someone is creating a session for this key: wait for it, then re-check capacity.
-        await pending.catch(() => undefined);
+        const created = await pending.catch((err: unknown) => err as Error);
         if (this.creating.get(key) === pending) this.creating.delete(key);
-        const again = this.sessions.get(key)?.find((p) => p.usable && p.active < this.limitOf(p));
-        if (again) return again;
-        if (this.creating.has(key)) continue;
+        // Every waiter of a failed attempt fails with it, instead of retrying one by one.
+        if (created instanceof Error) throw created;
+        continue;
       }
       const creation = this.createSession(key, target);
       this.creating.set(key, creation);
       try {
-        return await creation;
+        return this.reserve(await creation);
       } finally {
         if (this.creating.get(key) === creation) this.creating.delete(key);
       }
     }
+  }
+
+  private findFree(key: string): PooledSession | undefined {
+    const list = this.sessions.get(key);
+    if (!list) return undefined;
+    for (const p of list) {
+      if (p.usable && !p.session.closed && !p.session.destroyed && p.active < this.limitOf(p)) return p;
+    }
+    return undefined;
+  }
+
+  private reserve(p: PooledSession): PooledSession {
+    p.active += 1;
+    p.lastUsed = Date.now();
+    return p;
   }
 
   private createSession(key: string, target: HboneTarget): Promise<PooledSession> {
@@ -238,6 +255,12 @@ export class HbonePool {
         session.on('error', evict);
         session.once('connect', () => {
           if (settled) return;
+          if (this.closed) {
+            // The pool was closed while this session was being set up.
+            session.close();
+            fail(new ZtError('ZT_ERR_DRAINING'));
+            return;
+          }
           settled = true;
           clearTimeout(timer);
           const list = this.sessions.get(key);

@@ -111,6 +111,10 @@ export class HboneServer {
     });
     server.on('sessionError', () => undefined);
     server.on('stream', (stream, headers) => {
+      // First thing: a stream must never be without an 'error' listener (a peer's
+      // RST_STREAM or a dying session would otherwise crash the process).
+      stream.on('error', () => undefined);
+      if (stream.destroyed || !stream.session) return;
       const peer = this.peerOf(stream.session as http2.Http2Session);
       if (!peer) {
         stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
@@ -126,6 +130,7 @@ export class HboneServer {
   private peerOf(session: http2.Http2Session): HbonePeer | undefined {
     const cached = this.peers.get(session);
     if (cached) return cached;
+    if (session.destroyed) return undefined;
     const sock = session.socket as tls.TLSSocket | undefined;
     if (!sock || !sock.authorized) return undefined;
     const cert = sock.getPeerCertificate();
@@ -157,7 +162,19 @@ export class HboneServer {
       return;
     }
     socket.setNoDelay(true);
-    this.serverFor(identity).emit('connection', socket);
+    let server: http2.Http2SecureServer;
+    try {
+      server = this.serverFor(identity);
+    } catch (err) {
+      this.opts.onRejected({
+        peerAddr: `${canonicalIp(socket.remoteAddress ?? '') ?? ''}:${socket.remotePort}`,
+        localAddr: `${localIp}:${socket.localPort}`,
+        reason: `no certificate for ${identity}: ${(err as Error).message}`,
+      });
+      socket.destroy();
+      return;
+    }
+    server.emit('connection', socket);
   }
 
   sessionCount(): number {

@@ -277,3 +277,18 @@ t.test('after the server is gone, writing on the half-closed connection ends in 
   t.match(got, /^error (ECONNRESET|EPIPE)$/);
   await eventually(() => a.app.tracker.size === 0, 3000, 'connection untracked');
 });
+
+t.test('a burst never puts more than POOL_MAX_STREAMS_PER_CONNECTION streams on one session', async (t) => {
+  const small = await startZtunnel({
+    NODE_NAME: 'node-a',
+    LOCAL_XDS: twoNodeYaml({ echoPort: echo.port }),
+    ZTUNNEL_HBONE_TARGET_PORT: String(b.ports.inbound),
+    POOL_MAX_STREAMS_PER_CONNECTION: '5',
+  });
+  t.teardown(() => small.app.stop());
+  const socks = await Promise.all(Array.from({ length: 20 }, () => socksConnect(small.ports.socks5 as number, '127.0.1.2', '127.10.0.1', 80)));
+  const sessions = (small.app.configDump() as { pool: { sessions: number } }).pool.sessions;
+  t.ok(sessions >= 4, `20 concurrent streams with a limit of 5 used ${sessions} sessions`);
+  for (const s of socks) s.end('y');
+  for (const s of socks) t.equal((await readAll(s)).toString(), 'y');
+});

@@ -1,0 +1,90 @@
+// The pipe loop on real loopback sockets: half-close, reset propagation, and no wedge
+// when one side disappears while the other is still sending.
+import net from 'node:net';
+import t from 'tap';
+import { copyBidirectional } from '../../src/copy/copy.js';
+import { socketSide } from '../../src/proxy/inbound.js';
+
+/** A connected pair: [the end we hold as a "client", the end the proxy holds]. */
+async function pair(): Promise<[net.Socket, net.Socket, () => void]> {
+  const server = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
+  const outer = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+  const inner = await accepted;
+  inner.on('error', () => undefined);
+  return [outer, inner, () => server.close()];
+}
+
+async function proxied(): Promise<{
+  client: net.Socket;
+  app: net.Socket;
+  up: net.Socket;
+  counters: { clientToServer: number; serverToClient: number };
+  done: Promise<{ error: Error | undefined }>;
+}> {
+  const [client, down, c1] = await pair();
+  const [app, up, c2] = await pair();
+  t.teardown(() => {
+    c1();
+    c2();
+    client.destroy();
+    app.destroy();
+  });
+  const counters = { clientToServer: 0, serverToClient: 0 };
+  const done = copyBidirectional(socketSide(down), socketSide(up), counters);
+  return { client, app, up, counters, done };
+}
+
+function collect(s: net.Socket): Promise<string> {
+  return new Promise((resolve) => {
+    let acc = '';
+    s.on('data', (d: Buffer) => (acc += d.toString()));
+    s.once('end', () => resolve(acc));
+  });
+}
+
+t.test('half-close each way; bytes counted', async (t) => {
+  const { client, app, counters, done } = await proxied();
+  const appGot = collect(app);
+  client.end('request');
+  t.equal(await appGot, 'request', 'the app sees the EOF after the bytes');
+  const clientGot = collect(client);
+  app.write('still ');
+  app.end('answering');
+  t.equal(await clientGot, 'still answering', 'the reverse direction kept flowing after the first EOF');
+  const outcome = await done;
+  t.equal(outcome.error, undefined);
+  t.same(counters, { clientToServer: 7, serverToClient: 15 });
+});
+
+t.test('a reset on one side becomes a reset on the other', async (t) => {
+  const { client, app, done } = await proxied();
+  const seen = new Promise<string>((r) => {
+    client.on('error', (e: NodeJS.ErrnoException) => r(String(e.code)));
+    client.on('end', () => r('end'));
+  });
+  client.write('x');
+  await new Promise((r) => app.once('data', r));
+  app.resetAndDestroy();
+  t.equal(await seen, 'ECONNRESET');
+  t.ok((await done).error, 'the copy reports the error');
+});
+
+t.test('the other side vanishing while this one still sends does not wedge', async (t) => {
+  const { client, app, up, done } = await proxied();
+  // The upstream half-closes, then goes away without an error (as an HTTP/2 stream does on
+  // RST_STREAM CANCEL after END_STREAM) while the client keeps uploading.
+  app.end();
+  await new Promise((r) => client.once('end', r));
+  up.destroy();
+  const closed = new Promise<void>((r) => client.once('close', () => r()));
+  client.on('error', () => undefined);
+  const timer = setInterval(() => {
+    if (!client.destroyed) client.write(Buffer.alloc(64 * 1024));
+  }, 5);
+  await closed;
+  clearInterval(timer);
+  await done;
+  t.pass('the client connection was closed and the copy finished');
+});
