@@ -266,13 +266,14 @@ export class App {
       this.telemetry.log.error({ scope: 'config', error: errorMessage(err) }, 'local config reload refused; keeping the previous config');
       return false;
     }
-    const before = this.view;
     this.view = this.buildView(local);
     this.telemetry.log.info(
       { scope: 'config', workloads: local.workloads.length, services: local.services.length, policies: local.policies.length },
       'local config reloaded',
     );
-    if (JSON.stringify(before.state.config.policies) !== JSON.stringify(local.policies)) this.reauthorize();
+    // Every reload re-checks live inbound connections: policies and the workloads'
+    // authorizationPolicies may both have changed (O(live connections), no I/O).
+    this.reauthorize();
     return true;
   }
 
@@ -281,6 +282,7 @@ export class App {
     const closed = this.tracker.reauthorize(
       this.view.policies,
       (d) => new ZtError('ZT_ERR_POLICY_CHANGED', `connection closed due to policy change: ${d.reason}${d.policy ? ` (${d.policy})` : ''}`),
+      (uid) => this.view.state.workloadsByUid.get(uid),
     );
     if (closed) this.telemetry.log.info({ scope: 'authorization', closed }, 'closed connections denied by the new policies');
     return closed;

@@ -35,11 +35,17 @@ export class ConnectionTracker {
    * Re-run authorization for every inbound connection; abort the denied ones.
    * Returns the connections closed with their decisions (for the log line).
    */
-  reauthorize(policies: PolicyStore, makeError: (d: Extract<AuthzDecision, { kind: 'deny' }>) => Error): number {
+  reauthorize(
+    policies: PolicyStore,
+    makeError: (d: Extract<AuthzDecision, { kind: 'deny' }>) => Error,
+    currentWorkload: (uid: string) => Workload | undefined = () => undefined,
+  ): number {
     let closed = 0;
     for (const c of [...this.live]) {
       if (!c.authz) continue;
-      const d = policies.authorize(c.authz.workload, c.authz.conn);
+      // Evaluate against the workload as it is now: its authorizationPolicies may have changed too.
+      const workload = currentWorkload(c.authz.workload.uid) ?? c.authz.workload;
+      const d = policies.authorize(workload, c.authz.conn);
       if (d.kind === 'deny') {
         closed += 1;
         c.abort(makeError(d));

@@ -102,3 +102,33 @@ t.test('a policy change closes live connections that are now denied', async (t) 
   await setPolicies('');
   t.equal(await tryEcho('127.0.1.2'), 'ping');
 });
+
+t.test('attaching a WorkloadSelector policy to the workload also re-checks live connections', async (t) => {
+  const selectorDeny = `
+- name: deny-sel
+  namespace: default
+  scope: WorkloadSelector
+  action: Deny
+  rules:
+  - - - principals:
+        - Exact: cluster.local/ns/default/sa/client`;
+  await setPolicies(selectorDeny);
+  t.equal(await tryEcho('127.0.1.2'), 'ping', 'not attached to any workload: no effect');
+  const s = await socksConnect(a.ports.socks5 as number, '127.0.1.2', '127.10.0.1', 80);
+  s.write('one');
+  t.equal((await readN(s, 3)).toString(), 'one');
+  s.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => s.once('close', () => resolve()));
+  // Same policies; only the server workload now lists the policy.
+  const attached = yaml(selectorDeny).replace(
+    /(serviceAccount: server\n  workloadIps: \["127\.0\.2\.2"\]\n)/,
+    '$1  authorizationPolicies: ["default/deny-sel"]\n',
+  );
+  t.not(attached, yaml(selectorDeny), 'the edit applied');
+  const before = logLines(b, 'local config reloaded').length;
+  fs.writeFileSync(file, attached);
+  await eventually(() => logLines(b, 'local config reloaded').length > before, 5000, 'reload');
+  await closed;
+  t.pass('the live connection was closed');
+  await setPolicies('');
+});

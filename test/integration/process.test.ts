@@ -111,3 +111,37 @@ t.test('a stdout nobody reads neither blocks traffic nor the exit', async (t) =>
   t.equal(code, 0);
   t.ok(Date.now() - started < 6000, `exited in ${Date.now() - started} ms with a stuck stdout`);
 });
+
+t.test('SIGINT drains; a second SIGINT exits at once', async (t) => {
+  const { socksConnect, startEcho } = await import('../helpers/mesh.js');
+  const echo = await startEcho('127.0.9.5');
+  t.teardown(() => echo.server.close());
+  const yaml = path.join(dir, 'sigint.yaml');
+  fs.writeFileSync(yaml, 'workloads:\n- name: a\n  namespace: default\n  workloadIps: ["127.0.9.2"]\n  protocol: HBONE\n');
+  const child = spawn(process.execPath, [main], {
+    env: { ...baseEnv, LOCAL_XDS_PATH: yaml, UNSTABLE_ENABLE_SOCKS5: 'true', ZTUNNEL_SOCKS5_PORT: '0', CONNECTION_TERMINATION_DEADLINE: '30s' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  await new Promise<void>((resolve) => {
+    const check = (): void => {
+      if (out.includes('ztunnel-ts ready')) resolve();
+      else setTimeout(check, 20);
+    };
+    check();
+  });
+  const ready = JSON.parse(out.split('\n').find((l) => l.includes('ztunnel-ts ready')) as string) as { ports: string };
+  const ports = JSON.parse(ready.ports) as { socks5: number };
+  const s = await socksConnect(ports.socks5, '127.0.9.2', '127.0.9.5', echo.port);
+  s.on('error', () => undefined);
+  child.kill('SIGINT');
+  await new Promise((r) => setTimeout(r, 500));
+  t.equal(child.exitCode, null, 'still draining: one connection is open and the deadline is 30 s');
+  const started = Date.now();
+  child.kill('SIGINT');
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  t.equal(code, 130);
+  t.ok(Date.now() - started < 2000, 'the second SIGINT exits at once');
+  s.destroy();
+});
