@@ -1,24 +1,21 @@
-// Bench harness: the demo's two-node mesh (Topology + node/ztunnel redirection + node agents
-// + one ztunnel-ts per node) with a bench-specific pod set, plus the /proc readers the
-// benches use (CPU ticks, VmRSS/VmHWM) and bounded command runners inside pod namespaces.
+// Bench harness: the demo's two-node mesh (MeshHarness: topology, node/ztunnel redirection,
+// node agents, CA, one ztunnel-ts per node) with a bench-specific pod set and no bookinfo apps,
+// plus the /proc readers the benches use (CPU ticks, VmRSS/VmHWM) and bounded command runners
+// inside pod namespaces.
 // Must never: touch anything outside the namespaces its Topology created, run a command
 // without a timeout, or outlive the bench (Topology.destroySync runs on exit and signals;
-// stop() also stops the agents and ztunnels).
+// destroy() also stops the agents and ztunnels).
 // Invariant: the ztunnel pids are the node processes themselves (`ip netns exec` execs
 // without forking), so /proc/<pid> of a spawned child is the ztunnel's.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NodeAgent } from '../src/redirect/node-agent.js';
-import { applyNodeRedirect, applyZtunnelRedirect } from '../src/redirect/redirect.js';
-import { DEFAULT_NODES, DEFAULT_PODS, DEFAULT_SERVICES, Topology, type PodSpec } from '../src/demo/topology.js';
+import { MeshHarness, waitUntil, type ZtunnelHandle } from '../src/demo/mesh-harness.js';
+import { DEFAULT_PODS, DEFAULT_SERVICES, type PodSpec, type Topology } from '../src/demo/topology.js';
 
-const distRoot = join(fileURLToPath(new URL('.', import.meta.url)), '..');
-export const MAIN_JS = join(distRoot, 'src', 'main.js');
-export const APPS_JS = join(distRoot, 'src', 'demo', 'apps.js');
-export const LOAD_CLIENT_JS = join(distRoot, 'bench', 'load-client.js');
+export const LOAD_CLIENT_JS = join(fileURLToPath(new URL('.', import.meta.url)), 'load-client.js');
 
 /** A pod outside the mesh on the destination node: the target of the no-mesh baselines. */
 export const PLAIN_POD: PodSpec = {
@@ -40,11 +37,11 @@ export interface ZtunnelProc {
   node: string;
   child: ChildProcess;
   pid: number;
-  /** Last lines of stdout+stderr, for failure reports (stdout must be drained or the ztunnel blocks on its access log). */
-  tail: string[];
+  handle: ZtunnelHandle;
 }
 
 export interface BenchMesh {
+  harness: MeshHarness;
   topo: Topology;
   ztunnels: ZtunnelProc[];
   /** SIGTERM the ztunnels and wait (bounded) for them to exit, e.g. so --cpu-prof writes its profile. */
@@ -54,112 +51,54 @@ export interface BenchMesh {
 
 export interface BenchMeshOptions {
   prefix?: string | undefined;
-  /** Extra environment for the ztunnel processes (e.g. NODE_OPTIONS=--cpu-prof). */
+  /** Extra environment for the ztunnel processes. */
   ztunnelEnv?: NodeJS.ProcessEnv | undefined;
-  /** Node flags for the ztunnel processes (e.g. --cpu-prof, which Node 20 refuses in NODE_OPTIONS). */
+  /** Node flags for the ztunnel processes (e.g. --cpu-prof). */
   ztunnelNodeArgs?: readonly string[] | undefined;
   log?: ((s: string) => void) | undefined;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const isRunning = (c: ChildProcess): boolean => c.exitCode === null && c.signalCode === null;
 
-function keepTail(child: ChildProcess, tail: string[], max = 40): void {
-  const push = (c: Buffer): void => {
-    for (const l of c.toString().split('\n')) if (l) tail.push(l);
-    if (tail.length > max) tail.splice(0, tail.length - max);
-  };
-  child.stdout?.on('data', push);
-  child.stderr?.on('data', push);
-}
-
-async function waitUntil(pred: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await pred()) return true;
-    await sleep(200);
-  }
-  return false;
+/** Last `max` lines a ztunnel wrote (stdout, then stderr), for failure reports. */
+export function buildZtunnelTail(z: ZtunnelHandle, max = 15): string[] {
+  return [...z.out, ...z.stderr().split('\n').filter(Boolean)].slice(-max);
 }
 
 /** Builds the topology and the capture path and starts both ztunnels; throws (after cleaning up) when anything fails. */
 export async function startBenchMesh(o: BenchMeshOptions = {}): Promise<BenchMesh> {
   const log = o.log ?? (() => undefined);
-  for (const f of [MAIN_JS, APPS_JS]) if (!existsSync(f)) throw new Error(`${f} not found; run npx tsc -p tsconfig.build.json first`);
-  const topo = new Topology({
+  const harness = new MeshHarness({
     prefix: o.prefix,
-    nodes: DEFAULT_NODES,
     pods: buildBenchPods(),
     services: DEFAULT_SERVICES.filter((s) => s.name === 'productpage'),
+    startApps: false,
+    ztunnelEnv: { TERMINATION_GRACE_PERIOD_SECONDS: '2', ...o.ztunnelEnv },
+    ztunnelNodeArgs: o.ztunnelNodeArgs,
+    agentLog: (node, level, msg) => (level === 'info' ? undefined : log(`[agent ${node}] ${level} ${msg}`)),
   });
-  const agents: NodeAgent[] = [];
+  const missing = harness.findMissingBuild();
+  if (missing.length > 0) throw new Error(`${missing.join(', ')} not found; run npx tsc -p tsconfig.build.json first`);
   const ztunnels: ZtunnelProc[] = [];
   const stopZtunnels = async (timeoutMs: number): Promise<void> => {
-    for (const z of ztunnels) if (z.child.exitCode === null && z.child.signalCode === null) z.child.kill('SIGTERM');
-    await waitUntil(async () => ztunnels.every((z) => z.child.exitCode !== null || z.child.signalCode !== null), timeoutMs);
-  };
-  const destroy = async (): Promise<void> => {
-    for (const a of agents) await a.stop();
-    await stopZtunnels(1000);
-    await topo.destroy();
+    for (const z of ztunnels) if (isRunning(z.child)) z.child.kill('SIGTERM');
+    await waitUntil(() => !ztunnels.some((z) => isRunning(z.child)), timeoutMs, 200);
   };
   try {
-    log(`building the namespaced cluster (prefix ${topo.prefix})`);
-    await topo.create();
-    for (const node of topo.nodes) {
-      const n = await applyNodeRedirect(
-        { ztunnelIp: node.ztunnelIp, podGatewayIp: topo.podGatewayIp(node.name), ztunnelNetns: topo.ztunnelNetns(node.name) },
-        { netns: topo.nodeNetns(node.name) },
-      );
-      if (!n.ok) throw new Error(`node redirection on ${node.name}: ${n.message}`);
-      const z = await applyZtunnelRedirect({}, { netns: topo.ztunnelNetns(node.name) });
-      if (!z.ok) throw new Error(`ztunnel redirection on ${node.name}: ${z.message}`);
+    log(`building the namespaced cluster (prefix ${harness.topo.prefix})`);
+    await harness.start();
+    for (const h of harness.ztunnels.values()) {
+      const pid = h.child.pid;
+      if (pid === undefined) throw new Error(`could not start the ztunnel on ${h.node}`);
+      const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+      if (comm !== 'node') throw new Error(`ztunnel pid ${pid} is '${comm}', not node`);
+      ztunnels.push({ node: h.node, child: h.child, pid, handle: h });
     }
-    for (const node of topo.nodes) {
-      const agent = new NodeAgent({
-        nodeName: node.name,
-        configPath: topo.configPath,
-        podGatewayIp: topo.podGatewayIp(node.name),
-        netns: topo.nodeNetns(node.name),
-        log: (level, msg) => (level === 'info' ? undefined : log(`[agent ${node.name}] ${level} ${msg}`)),
-      });
-      agents.push(agent);
-      if (!(await agent.start()).ok) throw new Error(`node agent on ${node.name} failed`);
-    }
-    const caDir = join(topo.workDir, 'ca');
-    mkdirSync(caDir, { recursive: true });
-    const ca = spawnSync(process.execPath, [MAIN_JS, 'ca', 'create', '--out', caDir, '--force'], { encoding: 'utf8', timeout: 30_000 });
-    if (ca.status !== 0) throw new Error(`ca create: ${ca.stderr.trim()}`);
-    for (const node of topo.nodes) {
-      const child = topo.spawnIn(topo.ztunnelNetns(node.name), process.execPath, [...(o.ztunnelNodeArgs ?? []), MAIN_JS], {
-        PROXY_MODE: 'node',
-        NODE_NAME: node.name,
-        LOCAL_XDS_PATH: topo.configPath,
-        LOCAL_CA_CERT: join(caDir, 'ca-cert.pem'),
-        LOCAL_CA_KEY: join(caDir, 'ca-key.pem'),
-        LOG_FORMAT: 'json',
-        ENABLE_ORIG_SRC: 'true',
-        TERMINATION_GRACE_PERIOD_SECONDS: '2',
-        ...o.ztunnelEnv,
-      });
-      if (child.pid === undefined) throw new Error(`could not start the ztunnel on ${node.name}`);
-      const z: ZtunnelProc = { node: node.name, child, pid: child.pid, tail: [] };
-      keepTail(child, z.tail);
-      ztunnels.push(z);
-    }
-    for (const z of ztunnels) {
-      const ns = topo.ztunnelNetns(z.node);
-      const ready = await waitUntil(async () => {
-        const r = await topo.execIn(ns, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '1', 'http://127.0.0.1:15021/healthz/ready']);
-        return r.stdout.trim() === '200';
-      }, 20_000);
-      if (!ready) throw new Error(`ztunnel on ${z.node} did not become ready:\n${z.tail.join('\n')}`);
-      const comm = readFileSync(`/proc/${z.pid}/comm`, 'utf8').trim();
-      if (comm !== 'node') throw new Error(`ztunnel pid ${z.pid} is '${comm}', not node`);
-    }
-    return { topo, ztunnels, stopZtunnels, destroy };
+    return { harness, topo: harness.topo, ztunnels, stopZtunnels, destroy: () => harness.stop() };
   } catch (err) {
-    await destroy();
-    throw err;
+    const tails = [...harness.ztunnels.values()].map((z) => `\n--- ztunnel ${z.node} (last lines):\n${buildZtunnelTail(z).join('\n')}`);
+    await harness.stop();
+    throw new Error(`${(err as Error).message}${tails.join('')}`);
   }
 }
 

@@ -15,10 +15,10 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
-  APPS_JS,
   LOAD_CLIENT_JS,
   buildBoxPercent,
   buildCpuPercent,
+  buildZtunnelTail,
   readBoxCpu,
   readProc,
   resetPeakRss,
@@ -305,8 +305,8 @@ async function runCpuProfile(prefix: string | undefined, seconds: number, out: s
 async function startServers(mesh: BenchMesh): Promise<void> {
   for (const pod of ['productpage', 'plain']) {
     const ns = mesh.topo.podNetns(pod);
-    await startIn(mesh.topo, ns, process.execPath, [APPS_JS, 'http', String(HTTP_PORT), pod], /listening/, 10_000);
-    await startIn(mesh.topo, ns, process.execPath, [APPS_JS, 'echo', String(ECHO_PORT)], /listening/, 10_000);
+    await mesh.harness.startApp(pod, 'http', HTTP_PORT, pod);
+    await mesh.harness.startApp(pod, 'echo', ECHO_PORT);
     await startIn(mesh.topo, ns, 'iperf3', ['-s', '-p', String(IPERF_PORT), '--forceflush'], /Server listening/, 10_000);
   }
   // Every path answers before anything is timed (and the HBONE pool is warm).
@@ -579,7 +579,10 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     process.stderr.write(`bench: ${(err as Error).message}\n`);
-    for (const z of mesh.ztunnels) if (z.tail.length) process.stderr.write(`--- ztunnel ${z.node} (last lines):\n${z.tail.slice(-15).join('\n')}\n`);
+    for (const z of mesh.ztunnels) {
+      const tail = buildZtunnelTail(z.handle);
+      if (tail.length) process.stderr.write(`--- ztunnel ${z.node} (last lines):\n${tail.join('\n')}\n`);
+    }
     return 1;
   } finally {
     await mesh.destroy();

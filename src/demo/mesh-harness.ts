@@ -14,7 +14,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NodeAgent, type AgentLog } from '../redirect/node-agent.js';
 import { applyNodeRedirect, applyZtunnelRedirect } from '../redirect/redirect.js';
-import { Topology, type PodSpec } from './topology.js';
+import { Topology, type PodSpec, type ServiceSpec } from './topology.js';
 
 export interface MeshHarnessOptions {
   /** Topology prefix (≤ 8 characters); default `zt<pid>`. */
@@ -23,6 +23,13 @@ export interface MeshHarnessOptions {
   standIn?: string | undefined;
   /** Extra environment for the ztunnel processes. */
   ztunnelEnv?: NodeJS.ProcessEnv | undefined;
+  /** Node flags for the ztunnel processes (e.g. --cpu-prof, which Node 20 refuses in NODE_OPTIONS). */
+  ztunnelNodeArgs?: readonly string[] | undefined;
+  /** Pods and services of the topology; default the bookinfo-like DEFAULT_PODS / DEFAULT_SERVICES. */
+  pods?: readonly PodSpec[] | undefined;
+  services?: readonly ServiceSpec[] | undefined;
+  /** Start the bookinfo apps in start() (default true); false for callers that run their own servers. */
+  startApps?: boolean | undefined;
   /** The node agents' log lines, with the node they come from; default silent. */
   agentLog?: ((node: string, ...line: Parameters<AgentLog>) => void) | undefined;
   /** Called when a ztunnel process exits on its own with a non-zero code. */
@@ -95,7 +102,7 @@ export class MeshHarness {
 
   constructor(o: MeshHarnessOptions = {}) {
     this.o = o;
-    this.topo = new Topology({ prefix: o.prefix });
+    this.topo = new Topology({ prefix: o.prefix, pods: o.pods, services: o.services });
   }
 
   /** Entry points this harness needs that are missing (run `npm run build`). */
@@ -103,7 +110,7 @@ export class MeshHarness {
     return [this.o.standIn ?? MAIN_JS, APPS_JS].filter((f) => !existsSync(f));
   }
 
-  /** Topology, redirection, node agents, apps, CA, ztunnels; resolves once every ztunnel is ready. Throws on failure (then call stop()). */
+  /** Topology, redirection, node agents, apps (unless startApps is false), CA, ztunnels; resolves once every ztunnel is ready. Throws on failure (then call stop()). */
   async start(): Promise<void> {
     const topo = this.topo;
     await topo.create();
@@ -128,7 +135,7 @@ export class MeshHarness {
       if (!(await agent.start()).ok) throw new Error(`node agent on ${node.name} failed`);
     }
     const apps: Promise<ChildProcess>[] = [];
-    for (const pod of topo.pods) {
+    for (const pod of this.o.startApps === false ? [] : topo.pods) {
       if (pod.name === 'productpage') apps.push(this.startApp(pod.name, 'productpage', 9080));
       else if (pod.service !== undefined) apps.push(this.startApp(pod.name, 'http', 9080, pod.name));
     }
@@ -137,7 +144,7 @@ export class MeshHarness {
     this.caDir = join(topo.workDir, 'ca');
     mkdirSync(this.caDir, { recursive: true });
     if (this.o.standIn === undefined) {
-      const ca = spawnSync(process.execPath, [MAIN_JS, 'ca', 'create', '--out', this.caDir, '--force'], { encoding: 'utf8' });
+      const ca = spawnSync(process.execPath, [MAIN_JS, 'ca', 'create', '--out', this.caDir, '--force'], { encoding: 'utf8', timeout: 30_000 });
       if (ca.status !== 0) throw new Error(`ca create: ${ca.stderr.trim()}`);
     }
     for (const node of topo.nodes) this.startZtunnel(node.name);
@@ -150,7 +157,7 @@ export class MeshHarness {
     const netns = topo.ztunnelNetns(node);
     const child =
       this.o.standIn === undefined
-        ? topo.spawnIn(netns, process.execPath, [MAIN_JS], {
+        ? topo.spawnIn(netns, process.execPath, [...(this.o.ztunnelNodeArgs ?? []), MAIN_JS], {
             PROXY_MODE: 'node',
             NODE_NAME: node,
             LOCAL_XDS_PATH: topo.configPath,
