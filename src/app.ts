@@ -16,6 +16,7 @@ import { CertificateAuthority } from './identity/ca.js';
 import { SecretManager } from './identity/secret-manager.js';
 import { spiffeIdOfWorkload } from './identity/spiffe.js';
 import { Readiness, startAdminServer, startReadinessServer, startStatsServer, closeServer } from './admin/index.js';
+import { acquireSpliceWorker, releaseSpliceWorker } from './copy/relay.js';
 import { ConnectionTracker } from './proxy/connection-tracker.js';
 import { InboundProxy } from './proxy/inbound.js';
 import { OutboundProxy } from './proxy/outbound.js';
@@ -61,6 +62,7 @@ export class App {
   private listeners: CaptureListener[] = [];
   private httpServers: http.Server[] = [];
   private inboundTransparent = false;
+  private spliceAcquired = false;
   private outboundTransparent = false;
   private watcher: fs.FSWatcher | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
@@ -218,6 +220,10 @@ export class App {
       await this.stop();
       throw err instanceof ZtError ? err : new ZtError('ZT_ERR_NATIVE', `cannot start listeners: ${errorMessage(err)}`, { cause: err });
     }
+    if (c.spliceEnabled) {
+      this.spliceAcquired = true;
+      await acquireSpliceWorker();
+    }
     this.watchLocalConfig();
     this.readiness.ready('proxy');
     this.telemetry.log.info(
@@ -365,6 +371,10 @@ export class App {
     await Promise.all(this.httpServers.map((s) => closeServer(s)));
     this.httpServers = [];
     this.secrets.close();
+    if (this.spliceAcquired) {
+      this.spliceAcquired = false;
+      await releaseSpliceWorker();
+    }
     await this.telemetry.close();
     this.markStopped();
   }

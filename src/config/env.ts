@@ -34,6 +34,7 @@ export const ENV = {
   LOG_LEVEL: 'LOG_LEVEL',
   RUST_LOG: 'RUST_LOG',
   ACCESS_LOG_ONLY_FAILED: 'ACCESS_LOG_ONLY_FAILED',
+  ZTUNNEL_SPLICE: 'ZTUNNEL_SPLICE',
   UNSTABLE_ENABLE_SOCKS5: 'UNSTABLE_ENABLE_SOCKS5',
   IPV6_ENABLED: 'IPV6_ENABLED',
   LOCAL_CA_CERT: 'LOCAL_CA_CERT',
@@ -70,6 +71,7 @@ export const DEFAULTS = {
   logFormat: 'plain' as LogFormat,
   logLevel: 'info' as LogLevel,
   accessLogOnlyFailed: false,
+  spliceEnabled: true,
   enableSocks5: false,
   ipv6Enabled: true,
   ports: {
@@ -298,6 +300,7 @@ export function loadConfig(env: Env): Config {
     logLevel: buildLogLevel(env),
     accessLogOnlyFailed: readBool(env, ENV.ACCESS_LOG_ONLY_FAILED) ?? DEFAULTS.accessLogOnlyFailed,
     enableSocks5: readBool(env, ENV.UNSTABLE_ENABLE_SOCKS5) ?? DEFAULTS.enableSocks5,
+    spliceEnabled: readBool(env, ENV.ZTUNNEL_SPLICE) ?? DEFAULTS.spliceEnabled,
     ipv6Enabled,
     localCaCert,
     localCaKey,

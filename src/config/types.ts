@@ -46,6 +46,8 @@ export interface Config {
   adminBindAddress: string;
   /** Connect timeout for every upstream connect (ms); upstream uses 10 s. */
   connectTimeoutMs: number;
+  /** ZTUNNEL_SPLICE: relay TCP ↔ TCP legs with splice(2) in a worker (zero-copy). */
+  spliceEnabled: boolean;
 }
 
 export interface Ports {

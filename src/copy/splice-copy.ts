@@ -13,6 +13,7 @@
 // Caveat for callers: the Node sockets emit 'close' at the hand-over, not when the
 // connection ends; completion is this function's promise.
 import net from 'node:net';
+import tls from 'node:tls';
 import { getSystemErrorName } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import {
@@ -26,7 +27,7 @@ import {
 } from '../../native-shims/index.js';
 import type { ByteCounters } from '../record/types.js';
 import { type CopyOutcome, type CopySide, copyBidirectional } from './copy.js';
-import type { SpliceDone, SpliceRequest, SpliceWorkerData } from './splice-worker.js';
+import type { SpliceDone, SpliceReport, SpliceRequest, SpliceWorkerData } from './splice-worker.js';
 
 export interface SpliceOptions {
   /** Aborting resets both sides (as CopySide.reset() on both does for copyBidirectional). */
@@ -38,6 +39,7 @@ const SLOTS_PER_CHUNK = 1024;
 const COUNTER_REFRESH_MS = 1000;
 
 interface Pending {
+  fds: [number, number];
   counters: ByteCounters;
   chunk: Float64Array;
   offset: number;
@@ -54,6 +56,10 @@ class SpliceEngine {
   private nextSlot = 0;
   private timer: NodeJS.Timeout | undefined = undefined;
   private exited = false;
+  private stopping = false;
+  private started = false;
+  /** true once the worker runs its loop; false if it died before (e.g. failed to load). */
+  readonly ready: Promise<boolean>;
   readonly exitedPromise: Promise<void>;
   private readonly onProcessExit = (): void => this.wake();
 
@@ -62,16 +68,36 @@ class SpliceEngine {
     const data: SpliceWorkerData = { eventFd: this.eventFd };
     this.worker = new Worker(workerUrl(), { workerData: data });
     this.worker.unref();
-    this.worker.on('message', (m: SpliceDone) => this.onDone(m));
-    // A crashed worker cannot be trusted with the fds any more; its own `finally` closed
-    // what it could. Every pending connection ends with an error.
+    let onReady: (ok: boolean) => void = () => undefined;
+    this.ready = new Promise((resolve) => (onReady = resolve));
+    this.worker.on('message', (m: SpliceReport) => {
+      if (m.type === 'done') this.onDone(m);
+      else {
+        this.started = true;
+        onReady(true);
+      }
+    });
+    // A worker that dies reports every connection it had adopted (its `finally`), and those
+    // messages arrive before 'exit': what is still pending then was never adopted (e.g. the
+    // worker failed to load), so its fds are still ours to reset and close.
     this.worker.on('error', () => undefined);
     this.exitedPromise = new Promise((resolve) => {
       this.worker.once('exit', () => {
         this.exited = true;
+        onReady(false);
         if (engine === this) engine = undefined;
         process.removeListener('exit', this.onProcessExit);
-        for (const [slot, p] of this.pending) this.settle(slot, p, new Error('splice worker exited'));
+        for (const [slot, p] of this.pending) {
+          for (const fd of p.fds) {
+            try {
+              setLingerZero(fd);
+            } catch {
+              /* closing anyway */
+            }
+            closeFd(fd);
+          }
+          this.settle(slot, p, new Error('splice worker exited'));
+        }
         this.stopTimer();
         closeFd(this.eventFd);
         resolve();
@@ -83,6 +109,10 @@ class SpliceEngine {
 
   get isExited(): boolean {
     return this.exited;
+  }
+
+  get isReady(): boolean {
+    return this.started && !this.exited;
   }
 
   add(fds: [number, number], prefixes: [Buffer | null, Buffer | null], counters: ByteCounters, signal: AbortSignal | undefined): Promise<CopyOutcome> {
@@ -99,6 +129,7 @@ class SpliceEngine {
     return new Promise((resolve) => {
       const onAbort = (): void => this.send({ type: 'abort', slot });
       this.pending.set(slot, {
+        fds,
         counters,
         chunk,
         offset,
@@ -118,7 +149,12 @@ class SpliceEngine {
   }
 
   stop(): Promise<void> {
-    if (!this.exited) this.send({ type: 'stop' });
+    if (!this.exited) {
+      // Keep the loop alive until the worker has closed its fds and gone.
+      this.stopping = true;
+      this.worker.ref();
+      this.send({ type: 'stop' });
+    }
     return this.exitedPromise;
   }
 
@@ -146,7 +182,7 @@ class SpliceEngine {
     readCounters(p);
     if (this.pending.size === 0) {
       this.stopTimer();
-      this.worker.unref();
+      if (!this.stopping) this.worker.unref();
     }
     p.resolve({ error });
   }
@@ -209,6 +245,22 @@ export function spliceAvailable(): boolean {
   return available;
 }
 
+/**
+ * Starts the worker now rather than at the first connection (which would otherwise wait
+ * for it); false when it cannot run here, and then spliceAvailable() turns false too.
+ */
+export async function startSpliceWorker(): Promise<boolean> {
+  if (!spliceAvailable()) return false;
+  try {
+    const ok = await getEngine().ready;
+    if (!ok) available = false;
+    return ok;
+  } catch {
+    available = false;
+    return false;
+  }
+}
+
 /** Stops the worker (connections still running are reset); the next splice starts a new one. */
 export async function stopSpliceWorker(): Promise<void> {
   const e = engine;
@@ -239,6 +291,13 @@ function socketSide(sock: net.Socket): CopySide {
 }
 
 function copyFallback(client: net.Socket, server: net.Socket, counters: ByteCounters, signal: AbortSignal | undefined): Promise<CopyOutcome> {
+  if (client.destroyed || server.destroyed || signal?.aborted) {
+    // Gone (or aborted) while we waited: copyBidirectional would wait for a 'close' that
+    // already fired, and an 'abort' listener added now would never run.
+    resetSocket(client);
+    resetSocket(server);
+    return Promise.resolve({ error: new Error(signal?.aborted ? 'connection aborted' : 'connection closed before the relay started') });
+  }
   const onAbort = (): void => {
     resetSocket(client);
     resetSocket(server);
@@ -250,8 +309,9 @@ function copyFallback(client: net.Socket, server: net.Socket, counters: ByteCoun
   });
 }
 
+/** A plain TCP socket Node could give up now. A TLSSocket is a net.Socket too, but its bytes are not the wire's. */
 function canHandOver(sock: net.Socket): boolean {
-  return sock instanceof net.Socket && !sock.destroyed && !sock.connecting && !sock.writableEnded && socketFd(sock) >= 0;
+  return sock instanceof net.Socket && !(sock instanceof tls.TLSSocket) && !sock.destroyed && !sock.connecting && !sock.writableEnded && socketFd(sock) >= 0;
 }
 
 /** Resolves once everything written so far left Node (a write callback runs after all earlier ones). */
@@ -284,18 +344,23 @@ export async function spliceBidirectional(
   if (!spliceAvailable() || !canHandOver(client) || !canHandOver(server)) {
     return copyFallback(client, server, counters, signal);
   }
-  // Normally nothing is queued and this is synchronous; a SOCKS5 reply may still be leaving.
-  if (client.writableLength > 0 || server.writableLength > 0) {
-    await Promise.all([flushWrites(client), flushWrites(server)]);
-    if (!canHandOver(client) || !canHandOver(server)) return copyFallback(client, server, counters, signal);
-  }
-  if (signal?.aborted) return copyFallback(client, server, counters, signal);
   let e: SpliceEngine;
   try {
     e = getEngine();
   } catch {
+    available = false;
     return copyFallback(client, server, counters, signal);
   }
+  if (!e.isReady || client.writableLength > 0 || server.writableLength > 0) {
+    // Rare waits: the worker's first start, a SOCKS5 reply still leaving. Node keeps what
+    // it reads meanwhile in the (paused) readable buffers, which go ahead below.
+    client.pause();
+    server.pause();
+    const [ok] = await Promise.all([e.ready, flushWrites(client), flushWrites(server)]);
+    if (!ok) available = false;
+    if (!ok || !e.isReady || !canHandOver(client) || !canHandOver(server)) return copyFallback(client, server, counters, signal);
+  }
+  if (signal?.aborted) return copyFallback(client, server, counters, signal);
   // From here to the post to the worker everything is synchronous: Node reads nothing more.
   let dupClient: number;
   let dupServer: number;

@@ -10,7 +10,7 @@
 // allocate per splice call. Byte counts go to shared memory (no message per chunk).
 // Edge-triggered epoll: every event for a connection pumps both directions until neither
 // side makes progress, so no readiness is ever left unconsumed.
-import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
+import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import {
   EAGAIN,
   EPOLLERR,
@@ -52,7 +52,9 @@ export type SpliceRequest =
   | { type: 'abort'; slot: number }
   | { type: 'stop' };
 
-/** Worker → main thread, once per connection. */
+/** Worker → main thread: 'ready' once the epoll set is up, then one 'done' per connection. */
+export type SpliceReport = { type: 'ready' } | SpliceDone;
+
 export interface SpliceDone {
   type: 'done';
   slot: number;
@@ -121,8 +123,8 @@ interface Failure {
   op: 'read' | 'write';
 }
 
-const port = parentPort;
-if (!port) throw new Error('splice-worker.ts must run as a worker thread');
+if (!parentPort) throw new Error('splice-worker.ts must run as a worker thread');
+const port: MessagePort = parentPort;
 const { eventFd } = workerData as SpliceWorkerData;
 
 const epfd = epollCreate();
@@ -266,7 +268,7 @@ function finish(conn: Connection, reason: SpliceDone['reason'], failure: Failure
     failedOp: failure?.op,
     reason,
   };
-  port?.postMessage(done);
+  port.postMessage(done);
 }
 
 function add(req: Extract<SpliceRequest, { type: 'add' }>): void {
@@ -319,6 +321,7 @@ function onSocketEvent(token: number, mask: number): void {
 
 function run(): void {
   epollAdd(epfd, eventFd, EPOLLIN, WAKE_TOKEN);
+  port.postMessage({ type: 'ready' } satisfies SpliceReport);
   let running = handleRequests();
   while (running) {
     const n = epollWait(epfd, events, MAX_EVENTS, WAIT_TIMEOUT_MS);

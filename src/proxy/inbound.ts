@@ -10,7 +10,8 @@ import type net from 'node:net';
 import { setLingerZero, socketFd } from '../../native-shims/index.js';
 import type { Service, Workload } from '../config/types.js';
 import { type AuthzConnection, type PolicyStore, buildAuthzConnection } from '../authorize/index.js';
-import { type CopySide, copyBidirectional } from '../copy/copy.js';
+import type { CopySide } from '../copy/copy.js';
+import { relay } from '../copy/relay.js';
 import { ZtError, errorMessage } from '../errors.js';
 import { spiffeIdOfWorkload } from '../identity/spiffe.js';
 import type { ConnectionRecord } from '../record/telemetry.js';
@@ -253,6 +254,7 @@ export class InboundProxy {
       return err;
     }
     let abortError: Error | undefined;
+    const aborter = new AbortController();
     const untrack = ctx.tracker.add({
       direction: 'inbound',
       src: d.srcAddr,
@@ -262,11 +264,12 @@ export class InboundProxy {
       authz: { workload: d.workload, conn: authzConn },
       abort: (err) => {
         abortError = err;
+        aborter.abort();
         d.downstream.reset();
         resetSocket(app);
       },
     });
-    const outcome = await copyBidirectional(d.downstream, socketSide(app), record.bytes);
+    const outcome = await relay(d.downstream, socketSide(app), record.bytes, { splice: ctx.config.spliceEnabled, signal: aborter.signal });
     untrack();
     if (outboundRecord) {
       outboundRecord.bytes.clientToServer = record.bytes.clientToServer;

@@ -8,7 +8,8 @@
 import type http2 from 'node:http2';
 import type net from 'node:net';
 import type { Workload } from '../config/types.js';
-import { type CopySide, copyBidirectional } from '../copy/copy.js';
+import type { CopySide } from '../copy/copy.js';
+import { relay } from '../copy/relay.js';
 import { ZtError, errorMessage } from '../errors.js';
 import { spiffeIdOfWorkload } from '../identity/spiffe.js';
 import type { ConnectionRecord } from '../record/telemetry.js';
@@ -214,6 +215,7 @@ export class OutboundProxy {
     }
     hooks.onEstablished?.();
     let abortError: Error | undefined;
+    const aborter = new AbortController();
     const untrack = ctx.tracker.add({
       direction: 'outbound',
       src: srcAddr,
@@ -223,11 +225,12 @@ export class OutboundProxy {
       authz: undefined,
       abort: (err) => {
         abortError = err;
+        aborter.abort();
         resetSocket(socket);
         upstream.reset();
       },
     });
-    const outcome = await copyBidirectional(socketSide(socket), upstream, record.bytes);
+    const outcome = await relay(socketSide(socket), upstream, record.bytes, { splice: ctx.config.spliceEnabled, signal: aborter.signal });
     untrack();
     record.complete(abortError ?? outcome.error);
   }

@@ -58,6 +58,7 @@ t.test('defaults', async (t) => {
     bindAddress: '::',
     adminBindAddress: '127.0.0.1',
     connectTimeoutMs: 10_000,
+    spliceEnabled: true,
   } satisfies Config);
   t.equal(ENV.PROXY_MODE, 'PROXY_MODE');
   t.equal(DEFAULTS.ports.inbound, 15008);
@@ -87,6 +88,7 @@ t.test('each variable is parsed', async (t) => {
       { namespace: 'default', name: 'client', serviceAccount: 'client-sa' },
     ],
     [{ NODE_NAME: 'node-a' }, (c) => c.nodeName, 'node-a'],
+    [{ ZTUNNEL_SPLICE: 'false' }, (c) => c.spliceEnabled, false],
     [{ NODE_NAME: '' }, (c) => c.nodeName, undefined],
     [{ TRUST_DOMAIN: 'example.org' }, (c) => c.trustDomain, 'example.org'],
     [{ CLUSTER_ID: 'c1' }, (c) => c.clusterId, 'c1'],

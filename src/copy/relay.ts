@@ -1,0 +1,61 @@
+// Chooses the copy engine for one proxied connection: the kernel (splice, zero-copy) when
+// both legs are plain TCP sockets and splicing is on, else the JS pipe loop. Same contract
+// either way (copy.ts): half-close, reset propagation, byte counts, one promise.
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import type { ByteCounters } from '../record/types.js';
+import { type CopyOutcome, type CopySide, copyBidirectional } from './copy.js';
+import { spliceBidirectional, startSpliceWorker, stopSpliceWorker } from './splice-copy.js';
+
+export interface RelayOptions {
+  splice: boolean;
+  /** Abort → reset both sides (the tracker's way to close a spliced connection). */
+  signal: AbortSignal;
+}
+
+function isPlainSocket(s: Duplex): s is net.Socket {
+  return s instanceof net.Socket && !(s instanceof tls.TLSSocket);
+}
+
+/**
+ * Splicing destroys the Node sockets at the hand-over, which fires their 'close' listeners
+ * (e.g. the open-sockets gauge) too early: hold them until the connection really ends.
+ */
+function holdCloseListeners(s: net.Socket): () => void {
+  const held = s.listeners('close') as ((hadError: boolean) => void)[];
+  s.removeAllListeners('close');
+  return () => {
+    for (const l of held) l.call(s, false);
+  };
+}
+
+export async function relay(down: CopySide, up: CopySide, counters: ByteCounters, o: RelayOptions): Promise<CopyOutcome> {
+  const a = down.stream;
+  const b = up.stream;
+  if (o.splice && isPlainSocket(a) && isPlainSocket(b)) {
+    const release = [holdCloseListeners(a), holdCloseListeners(b)];
+    try {
+      return await spliceBidirectional(a, b, counters, { signal: o.signal });
+    } finally {
+      for (const r of release) r();
+    }
+  }
+  return copyBidirectional(down, up, counters);
+}
+
+/**
+ * The splice worker is one per process; several ztunnels may share a process (tests).
+ * Each acquires it at start and releases it at stop; the last release stops it.
+ */
+let spliceUsers = 0;
+
+export async function acquireSpliceWorker(): Promise<boolean> {
+  spliceUsers += 1;
+  return startSpliceWorker();
+}
+
+export async function releaseSpliceWorker(): Promise<void> {
+  spliceUsers = Math.max(0, spliceUsers - 1);
+  if (spliceUsers === 0) await stopSpliceWorker();
+}
