@@ -292,3 +292,20 @@ t.test('a burst never puts more than POOL_MAX_STREAMS_PER_CONNECTION streams on 
   for (const s of socks) s.end('y');
   for (const s of socks) t.equal((await readAll(s)).toString(), 'y');
 });
+
+t.test('a spliced TCP connection is tracked and can be aborted (drain, re-authorization)', async (t) => {
+  const s = await socksConnect(a.ports.socks5 as number, '127.0.1.2', '127.0.2.3', legacyEcho.port);
+  s.write('ab');
+  t.equal((await readN(s, 4)).toString(), 'abab', 'bytes flow (ZTUNNEL_SPLICE is on by default)');
+  t.equal(a.app.tracker.size, 1, 'tracked while spliced');
+  const outcome = new Promise<string>((resolve) => {
+    s.on('error', (e: NodeJS.ErrnoException) => resolve(`error ${e.code}`));
+    s.on('end', () => resolve('clean end'));
+  });
+  a.app.tracker.abortAll(new Error('test abort'));
+  t.equal(await outcome, 'error ECONNRESET', 'the client gets a reset');
+  await eventually(() => a.app.tracker.size === 0, 3000, 'untracked');
+  const line = await eventually(() => logLines(a, 'connection complete').find((l) => l.error === 'test abort'), 3000, 'access log');
+  t.equal(line?.['bytes_sent'], 2, 'bytes counted through the splice worker');
+  t.equal(line?.['bytes_recv'], 4);
+});
