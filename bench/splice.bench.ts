@@ -8,9 +8,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { copyBidirectional } from '../src/copy/copy.js';
+import { copyBidirectional, socketSide } from '../src/copy/copy.js';
 import { spliceBidirectional, stopSpliceWorker } from '../src/copy/splice-copy.js';
-import { socketSide } from '../src/proxy/inbound.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const TICKS = 100; // USER_HZ

@@ -6,7 +6,9 @@
 // - a peer's reset becomes a reset on the other side (TCP RST, or an RST_STREAM with an
 //   error code on an HTTP/2 CONNECT stream), never a clean FIN;
 // - nothing is allocated, logged or labelled per chunk.
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { setLingerZero, socketFd } from '../../native-shims/index.js';
 import type { ByteCounters } from '../record/types.js';
 
 /** One end of a proxied connection: the stream and how to abort it with a reset. */
@@ -16,6 +18,28 @@ export interface CopySide {
   reset(): void;
   /** Did this side end without an error-class reset? Called on 'close' without 'end'. */
   closedCleanly?(): boolean;
+}
+
+/**
+ * Close with a TCP RST. Node's resetAndDestroy() fails (EINVAL, fd kept open) once end()
+ * was called, which is exactly the half-closed case, so use SO_LINGER {1, 0} + destroy().
+ */
+export function resetSocket(sock: net.Socket): void {
+  if (sock.destroyed) return;
+  const fd = socketFd(sock);
+  if (fd >= 0) {
+    try {
+      setLingerZero(fd);
+    } catch {
+      /* the fd is going away anyway */
+    }
+  }
+  sock.destroy();
+}
+
+/** A TCP socket as one side of a copy. */
+export function socketSide(sock: net.Socket): CopySide {
+  return { stream: sock, reset: () => resetSocket(sock) };
 }
 
 export interface CopyOutcome {

@@ -26,7 +26,7 @@ import {
   socketFd,
 } from '../../native-shims/index.js';
 import type { ByteCounters } from '../record/types.js';
-import { type CopyOutcome, type CopySide, copyBidirectional } from './copy.js';
+import { type CopyOutcome, copyBidirectional, resetSocket, socketSide } from './copy.js';
 import type { SpliceDone, SpliceReport, SpliceRequest, SpliceWorkerData } from './splice-worker.js';
 
 export interface SpliceOptions {
@@ -273,22 +273,6 @@ function getEngine(): SpliceEngine {
   return engine;
 }
 
-function resetSocket(sock: net.Socket): void {
-  if (sock.destroyed) return;
-  const fd = socketFd(sock);
-  if (fd >= 0) {
-    try {
-      setLingerZero(fd);
-    } catch {
-      /* the fd is going away anyway */
-    }
-  }
-  sock.destroy();
-}
-
-function socketSide(sock: net.Socket): CopySide {
-  return { stream: sock, reset: () => resetSocket(sock) };
-}
 
 function copyFallback(client: net.Socket, server: net.Socket, counters: ByteCounters, signal: AbortSignal | undefined): Promise<CopyOutcome> {
   if (client.destroyed || server.destroyed || signal?.aborted) {

@@ -7,10 +7,9 @@
 // the access-log line (record.complete); nothing here throws past a handler.
 import http2 from 'node:http2';
 import type net from 'node:net';
-import { setLingerZero, socketFd } from '../../native-shims/index.js';
 import type { Service, Workload } from '../config/types.js';
 import { type AuthzConnection, type PolicyStore, buildAuthzConnection } from '../authorize/index.js';
-import type { CopySide } from '../copy/copy.js';
+import { type CopySide, resetSocket, socketSide } from '../copy/copy.js';
 import { relay } from '../copy/relay.js';
 import { ZtError, errorMessage } from '../errors.js';
 import { spiffeIdOfWorkload } from '../identity/spiffe.js';
@@ -22,27 +21,6 @@ import type { HbonePeer } from '../tunnel/hbone-server.js';
 import { connectTcp } from '../tunnel/tcp-connect.js';
 import { canonicalIp, formatHostPort, parseHostPort } from '../util/ip.js';
 import { type ProxyContext, findLocalWorkloadByIp } from './proxy-context.js';
-
-export function socketSide(sock: net.Socket): CopySide {
-  return { stream: sock, reset: () => resetSocket(sock) };
-}
-
-/**
- * Close with a TCP RST. Node's resetAndDestroy() fails (EINVAL, fd kept open) once end()
- * was called, which is exactly the half-closed case, so use SO_LINGER {1, 0} + destroy().
- */
-export function resetSocket(sock: net.Socket): void {
-  if (sock.destroyed) return;
-  const fd = socketFd(sock);
-  if (fd >= 0) {
-    try {
-      setLingerZero(fd);
-    } catch {
-      /* the fd is going away anyway */
-    }
-  }
-  sock.destroy();
-}
 
 export function h2StreamSide(stream: http2.Http2Stream): CopySide {
   // Node drops stream.session before 'close': keep our own reference to the session.

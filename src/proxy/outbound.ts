@@ -8,7 +8,7 @@
 import type http2 from 'node:http2';
 import type net from 'node:net';
 import type { Workload } from '../config/types.js';
-import type { CopySide } from '../copy/copy.js';
+import { type CopySide, resetSocket, socketSide } from '../copy/copy.js';
 import { relay } from '../copy/relay.js';
 import { ZtError, errorMessage } from '../errors.js';
 import { spiffeIdOfWorkload } from '../identity/spiffe.js';
@@ -18,7 +18,7 @@ import { buildBaggage, buildForwarded, buildTraceparent } from '../tunnel/hbone-
 import type { HbonePool } from '../tunnel/hbone-pool.js';
 import { connectTcp } from '../tunnel/tcp-connect.js';
 import { canonicalIp, formatHostPort } from '../util/ip.js';
-import { type InboundProxy, h2StreamSide, resetSocket, socketSide } from './inbound.js';
+import { type InboundProxy, h2StreamSide } from './inbound.js';
 import { type ProxyContext, findDedicatedWorkload, isLocalWorkload } from './proxy-context.js';
 
 /** Lets an entry protocol (SOCKS5) answer its client once the upstream is up or failed. */

@@ -2,8 +2,7 @@
 // when one side disappears while the other is still sending.
 import net from 'node:net';
 import t from 'tap';
-import { copyBidirectional } from '../../src/copy/copy.js';
-import { socketSide } from '../../src/proxy/inbound.js';
+import { copyBidirectional, socketSide } from '../../src/copy/copy.js';
 
 /** A connected pair: [the end we hold as a "client", the end the proxy holds]. */
 async function pair(): Promise<[net.Socket, net.Socket, () => void]> {
