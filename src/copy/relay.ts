@@ -33,7 +33,9 @@ function holdCloseListeners(s: net.Socket): () => void {
 export async function relay(down: CopySide, up: CopySide, counters: ByteCounters, o: RelayOptions): Promise<CopyOutcome> {
   const a = down.stream;
   const b = up.stream;
-  if (o.splice && isPlainSocket(a) && isPlainSocket(b)) {
+  // Only while some ztunnel holds the worker: a connection finishing its connect after
+  // stop() must not start a new worker nobody will stop.
+  if (o.splice && spliceUsers > 0 && isPlainSocket(a) && isPlainSocket(b)) {
     const release = [holdCloseListeners(a), holdCloseListeners(b)];
     try {
       return await spliceBidirectional(a, b, counters, { signal: o.signal });

@@ -94,12 +94,20 @@ class SpliceEngine {
             } catch {
               /* closing anyway */
             }
-            closeFd(fd);
+            try {
+              closeFd(fd);
+            } catch {
+              /* already closed by the worker */
+            }
           }
           this.settle(slot, p, new Error('splice worker exited'));
         }
         this.stopTimer();
-        closeFd(this.eventFd);
+        try {
+          closeFd(this.eventFd);
+        } catch {
+          /* already closed */
+        }
         resolve();
       });
     });
@@ -219,7 +227,8 @@ function buildDoneError(m: SpliceDone): Error | undefined {
   if (m.reason === 'ok') return undefined;
   if (m.reason === 'abort') return new Error('connection aborted');
   if (m.reason === 'stop') return new Error('splice worker stopped');
-  const code = getSystemErrorName(-m.errno);
+  // getSystemErrorName throws on 0 / positive numbers: never let a bad errno crash a handler.
+  const code = m.errno > 0 ? getSystemErrorName(-m.errno) : 'ECONNABORTED';
   const err = new Error(`${m.failedOp ?? 'read'} ${code}`) as NodeJS.ErrnoException;
   err.code = code;
   err.errno = -m.errno;
@@ -287,7 +296,12 @@ function copyFallback(client: net.Socket, server: net.Socket, counters: ByteCoun
     resetSocket(server);
   };
   signal?.addEventListener('abort', onAbort, { once: true });
-  return copyBidirectional(socketSide(client), socketSide(server), counters).then((outcome) => {
+  // The wait for the worker may have paused both sockets; a paused stream does not start
+  // flowing again just because the copy loop adds its 'data' listeners.
+  const copying = copyBidirectional(socketSide(client), socketSide(server), counters);
+  client.resume();
+  server.resume();
+  return copying.then((outcome) => {
     signal?.removeEventListener('abort', onAbort);
     return outcome;
   });

@@ -226,9 +226,12 @@ function pumpDirection(conn: Connection, index: 0 | 1): Failure | undefined {
   }
   if (d.eof && d.queued === 0 && d.prefix === null) {
     d.finished = true;
-    // Half-close: our FIN to dst; the reverse direction keeps flowing. ENOTCONN here means
-    // dst is already gone, which the reverse direction reports as its own error.
-    shutdownWrite(d.dst);
+    // Half-close: our FIN to dst; the reverse direction keeps flowing. If dst is already
+    // gone (e.g. reset, with its error event still queued), report that, not a clean close.
+    if (shutdownWrite(d.dst) < 0) {
+      const errno = getSocketError(d.dst);
+      return { errno: errno > 0 ? errno : ECONNABORTED, fd: d.dst, op: 'write' };
+    }
   }
   return undefined;
 }
@@ -241,6 +244,7 @@ function pump(conn: Connection): void {
 
 /** Closes both sockets (with an RST unless both directions ended cleanly) and reports. */
 function finish(conn: Connection, reason: SpliceDone['reason'], failure: Failure | undefined): void {
+  if (conns.get(conn.slot) !== conn) return; // finished already
   conns.delete(conn.slot);
   for (const fd of conn.fds) {
     epollDel(epfd, fd);
@@ -271,12 +275,49 @@ function finish(conn: Connection, reason: SpliceDone['reason'], failure: Failure
   port.postMessage(done);
 }
 
+/** A connection that could not even be set up (e.g. no fd for a pipe): reset it alone. */
+function failAdd(req: Extract<SpliceRequest, { type: 'add' }>, errno: number): void {
+  for (const fd of req.fds) {
+    try {
+      setLingerZero(fd);
+    } catch {
+      /* closing anyway */
+    }
+    try {
+      closeFd(fd);
+    } catch {
+      /* already gone */
+    }
+  }
+  const done: SpliceDone = {
+    type: 'done',
+    slot: req.slot,
+    clientToServer: 0,
+    serverToClient: 0,
+    errno: errno > 0 ? errno : ECONNABORTED,
+    failedSide: 'client',
+    failedOp: 'read',
+    reason: 'error',
+  };
+  port.postMessage(done);
+}
+
 function add(req: Extract<SpliceRequest, { type: 'add' }>): void {
   const [a, b] = req.fds;
+  // Pipes may fail (EMFILE/ENFILE): that must cost this connection only, never the worker.
+  let d0: Direction | undefined;
+  let d1: Direction;
+  try {
+    d0 = buildDirection(a, b, req.prefixes[0]);
+    d1 = buildDirection(b, a, req.prefixes[1]);
+  } catch (err) {
+    if (d0) closePipe(d0.pipe);
+    return failAdd(req, (err as { errno?: number }).errno ?? ECONNABORTED);
+  }
   const conn: Connection = {
     slot: req.slot,
     fds: [a, b],
-    dirs: [buildDirection(a, b, req.prefixes[0]), buildDirection(b, a, req.prefixes[1])],
+    dirs: [d0, d1],
     counters: req.counters,
     offset: req.offset,
   };
@@ -309,6 +350,15 @@ function handleRequests(): boolean {
 function onSocketEvent(token: number, mask: number): void {
   const conn = conns.get(Math.floor(token / 2));
   if (!conn) return; // finished earlier in this batch
+  try {
+    handleSocketEvent(conn, token, mask);
+  } catch (err) {
+    // A bug or an exhausted resource in one connection must not take the others down.
+    finish(conn, 'error', { errno: (err as { errno?: number }).errno ?? ECONNABORTED, fd: conn.fds[0], op: 'read' });
+  }
+}
+
+function handleSocketEvent(conn: Connection, token: number, mask: number): void {
   if (mask & EPOLLERR) {
     // A reset on a socket neither direction is reading or writing right now (e.g. after
     // its EOF) would otherwise go unnoticed: take the error from the socket itself.
