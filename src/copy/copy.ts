@@ -8,7 +8,8 @@
 // - nothing is allocated, logged or labelled per chunk.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { setLingerZero, socketFd } from '../../native-shims/index.js';
+import { getSystemErrorName } from 'node:util';
+import { getSocketError, setLingerZero, socketFd } from '../../native-shims/index.js';
 import type { ByteCounters } from '../record/types.js';
 
 /** One end of a proxied connection: the stream and how to abort it with a reset. */
@@ -18,6 +19,8 @@ export interface CopySide {
   reset(): void;
   /** Did this side end without an error-class reset? Called on 'close' without 'end'. */
   closedCleanly?(): boolean;
+  /** Called on 'end': the pending socket error, when the "EOF" was really a peer's reset. */
+  resetErrno?(): number;
 }
 
 /**
@@ -37,9 +40,20 @@ export function resetSocket(sock: net.Socket): void {
   sock.destroy();
 }
 
-/** A TCP socket as one side of a copy. */
+/**
+ * A TCP socket as one side of a copy. Linux reports a peer's RST as a plain EOF when it
+ * lands behind data already read (recv returns 0, the error stays in SO_ERROR; ~80 % of
+ * resets under load): so an 'end' is checked against SO_ERROR before it becomes a FIN.
+ */
 export function socketSide(sock: net.Socket): CopySide {
-  return { stream: sock, reset: () => resetSocket(sock) };
+  return {
+    stream: sock,
+    reset: () => resetSocket(sock),
+    resetErrno: () => {
+      const fd = socketFd(sock);
+      return fd >= 0 ? getSocketError(fd) : 0;
+    },
+  };
 }
 
 export interface CopyOutcome {
@@ -91,6 +105,14 @@ function pump(src: CopySide, dst: CopySide, counters: ByteCounters, dir: Directi
   });
   from.once('end', () => {
     ended = true;
+    const errno = src.resetErrno?.() ?? 0;
+    if (errno > 0) {
+      errored = true;
+      const code = getSystemErrorName(-errno);
+      fail(Object.assign(new Error(`read ${code}`), { code }));
+      if (!to.destroyed) dst.reset();
+      return;
+    }
     // Wait one turn: if an error follows the EOF at once, the reset wins over a clean FIN.
     setImmediate(() => {
       if (!errored && !to.destroyed && !to.writableEnded) to.end();

@@ -2,6 +2,7 @@
 // when one side disappears while the other is still sending.
 import net from 'node:net';
 import t from 'tap';
+import { getSocketError, socketFd } from '../../native-shims/index.js';
 import { copyBidirectional, socketSide } from '../../src/copy/copy.js';
 
 /** A connected pair: [the end we hold as a "client", the end the proxy holds]. */
@@ -86,4 +87,29 @@ t.test('the other side vanishing while this one still sends does not wedge', asy
   clearInterval(timer);
   await done;
   t.pass('the client connection was closed and the copy finished');
+});
+
+t.test('a reset that Linux reports as EOF (data then RST) is still propagated as a reset', async (t) => {
+  // recv() returns 0 when an RST lands behind data already read; the error waits in SO_ERROR.
+  const outcomes: string[] = [];
+  await Promise.all(
+    Array.from({ length: 30 }, async () => {
+      const { client, app } = await proxied();
+      client.on('data', () => undefined);
+      const seen = new Promise<string>((r) => {
+        client.once('error', (e: NodeJS.ErrnoException) => r(String(e.code)));
+        // The test's own socket is subject to the same kernel behaviour: look at SO_ERROR too.
+        client.once('end', () => r(getSocketError(socketFd(client)) === 0 ? 'end' : 'reset behind data'));
+      });
+      app.write(Buffer.alloc(100_000 + Math.floor(Math.random() * 100_000)));
+      await new Promise((r) => setTimeout(r, Math.random() * 10));
+      app.resetAndDestroy();
+      outcomes.push(await seen);
+    }),
+  );
+  t.same(
+    outcomes.filter((o) => o === 'end'),
+    [],
+    `every client saw a reset (${outcomes.filter((o) => o !== 'end').length}/30)`,
+  );
 });
