@@ -20,6 +20,7 @@ export {
   EAGAIN,
   EPOLLIN,
   EPOLLOUT,
+  EPOLLPRI,
   EPOLLERR,
   EPOLLHUP,
   EPOLLRDHUP,
@@ -42,6 +43,7 @@ export {
   signalEventFd,
   drainEventFd,
   writeFd,
+  recvFd,
   shutdownWrite,
   getSocketError,
 } from './splice.js';

@@ -35,6 +35,7 @@ const EINTR = 4;
 
 export const EAGAIN = 11;
 export const EPOLLIN = 0x001;
+export const EPOLLPRI = 0x002;
 export const EPOLLOUT = 0x004;
 export const EPOLLERR = 0x008;
 export const EPOLLHUP = 0x010;
@@ -82,6 +83,13 @@ const eventfdC = lib.func('int eventfd(uint32 initval, int flags)') as NumCall a
 const shutdownC = lib.func('int shutdown(int fd, int how)') as NumCall as (fd: number, how: number) => number;
 const writeC = lib.func('long write(int fd, const void *buf, size_t count)') as NumCall as (fd: number, buf: Uint8Array, count: number) => number;
 const readC = lib.func('long read(int fd, _Out_ void *buf, size_t count)') as NumCall as (fd: number, buf: Uint8Array, count: number) => number;
+const recvC = lib.func('long recv(int fd, _Out_ void *buf, size_t len, int flags)') as NumCall as (
+  fd: number,
+  buf: Uint8Array,
+  len: number,
+  flags: number,
+) => number;
+const MSG_DONTWAIT = 0x40;
 
 const SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
@@ -202,6 +210,19 @@ export function drainEventFd(fd: number): void {
 export function writeFd(fd: number, buf: Uint8Array, len: number = buf.length): number {
   for (;;) {
     const n = writeC(fd, buf, len);
+    if (n >= 0) return n;
+    const errno = koffi.errno();
+    if (errno !== EINTR) return -errno;
+  }
+}
+
+/**
+ * recv(2) without waiting: bytes read (> 0), 0 at EOF, or -errno. Unlike splice(2), recv
+ * reads past a TCP urgent mark (the out-of-band byte itself is dropped, as Node does).
+ */
+export function recvFd(fd: number, buf: Uint8Array): number {
+  for (;;) {
+    const n = recvC(fd, buf, buf.length, MSG_DONTWAIT);
     if (n >= 0) return n;
     const errno = koffi.errno();
     if (errno !== EINTR) return -errno;

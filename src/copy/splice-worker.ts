@@ -17,6 +17,7 @@ import {
   EPOLLET,
   EPOLLIN,
   EPOLLOUT,
+  EPOLLPRI,
   EPOLLRDHUP,
   buildEpollEventBuffer,
   closeFd,
@@ -29,6 +30,7 @@ import {
   epollEventToken,
   epollWait,
   getSocketError,
+  recvFd,
   setLingerZero,
   setPipeSize,
   shutdownWrite,
@@ -85,7 +87,9 @@ const POOL_LIMIT = 64;
 const MAX_EVENTS = 256;
 const WAIT_TIMEOUT_MS = 1000;
 const WAKE_TOKEN = 0xffffffff;
-const SOCKET_EVENTS = (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET) >>> 0;
+const SOCKET_EVENTS = (EPOLLIN | EPOLLPRI | EPOLLOUT | EPOLLRDHUP | EPOLLET) >>> 0;
+/** Scratch for the rare recv(2) path (urgent data); its bytes are copied out at once. */
+const URGENT_BUF = Buffer.alloc(64 * 1024);
 const ECONNABORTED = 103;
 
 interface Pipe {
@@ -106,6 +110,12 @@ interface Direction {
   eof: boolean;
   finished: boolean;
   growTried: boolean;
+  /**
+   * TCP urgent data arrived (EPOLLPRI): splice(2) stops at the urgent mark (EAGAIN, then
+   * 0 at FIN) and would silently lose the rest. Until the socket is drained, read with
+   * recv(2) — which skips the out-of-band byte, as Node does — and forward as a prefix.
+   */
+  urgent: boolean;
 }
 
 interface Connection {
@@ -170,6 +180,7 @@ function buildDirection(src: number, dst: number, prefix: Uint8Array | null): Di
     eof: false,
     finished: false,
     growTried: false,
+    urgent: false,
   };
 }
 
@@ -197,6 +208,20 @@ function pumpDirection(conn: Connection, index: 0 | 1): Failure | undefined {
         d.queued += n;
         d.prefix = n < d.prefix.length ? d.prefix.subarray(n) : null;
         progress = true;
+      }
+    } else if (!d.eof && d.urgent) {
+      const n = recvFd(d.src, URGENT_BUF);
+      if (n > 0) {
+        d.prefix = Buffer.from(URGENT_BUF.subarray(0, n));
+        d.moved += n;
+        conn.counters[conn.offset + index] = d.moved;
+        progress = true;
+      } else if (n === 0) {
+        d.eof = true;
+      } else if (n === -EAGAIN) {
+        d.urgent = false; // drained: past the mark, splice works again
+      } else {
+        return { errno: -n, fd: d.src, op: 'read' };
       }
     } else if (!d.eof) {
       const n = spliceMove(d.src, d.pipe.w, d.pipe.capacity);
@@ -359,6 +384,10 @@ function onSocketEvent(token: number, mask: number): void {
 }
 
 function handleSocketEvent(conn: Connection, token: number, mask: number): void {
+  if (mask & EPOLLPRI) {
+    const fd = conn.fds[token % 2];
+    for (const d of conn.dirs) if (d.src === fd) d.urgent = true;
+  }
   if (mask & EPOLLERR) {
     // A reset on a socket neither direction is reading or writing right now (e.g. after
     // its EOF) would otherwise go unnoticed: take the error from the socket itself.
