@@ -55,8 +55,11 @@ export function connectTcp(ip: string, port: number, opts: TcpConnectOptions): P
       reject(new ZtError('ZT_ERR_CONNECT_FAILED', `connect to ${ip}:${port} failed: ${err.message}`, { cause: err }));
     };
     sock.once('error', onError);
-    sock.connect({ host: ip, port, noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_IDLE_MS }, () => {
+    sock.connect({ host: ip, port }, () => {
       clearTimeout(timer);
+      // Set here: socket.connect() ignores the keepAlive/noDelay options of net.connect().
+      sock.setNoDelay(true);
+      sock.setKeepAlive(true, KEEPALIVE_IDLE_MS);
       sock.removeListener('error', onError);
       resolve(sock);
     });

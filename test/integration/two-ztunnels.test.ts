@@ -309,3 +309,23 @@ t.test('a spliced TCP connection is tracked and can be aborted (drain, re-author
   t.equal(line?.['bytes_sent'], 2, 'bytes counted through the splice worker');
   t.equal(line?.['bytes_recv'], 4);
 });
+
+t.test('upstream sockets carry TCP keepalive (idle long-lived connections survive, dead peers are noticed)', async (t) => {
+  const s = await socksConnect(a.ports.socks5 as number, '127.0.1.2', '127.0.2.3', legacyEcho.port);
+  s.write('k');
+  await readN(s, 2);
+  // /proc/net/tcp: an idle socket with SO_KEEPALIVE has its keepalive timer armed (tr = 2).
+  const hex = (ip: string, port: number): string =>
+    `${ip
+      .split('.')
+      .reverse()
+      .map((o) => Number(o).toString(16).padStart(2, '0'))
+      .join('')
+      .toUpperCase()}:${port.toString(16).padStart(4, '0').toUpperCase()}`;
+  const target = hex('127.0.2.3', legacyEcho.port);
+  const rows = (await import('node:fs')).readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1);
+  const upstream = rows.map((r) => r.trim().split(/\s+/)).find((f) => f[2] === target && f[3] === '01');
+  t.ok(upstream, 'found the ztunnel → app socket');
+  t.equal(upstream?.[5]?.split(':')[0], '02', 'its keepalive timer is armed');
+  s.destroy();
+});
