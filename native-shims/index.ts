@@ -14,6 +14,7 @@ export {
   canUseTransparent,
   closeFd,
   setLingerZero,
+  resetAndCloseFd,
 } from './sockets.js';
 export { withNetns } from './netns.js';
 export {

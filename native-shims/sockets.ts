@@ -300,3 +300,17 @@ const LINGER_ZERO = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]); // struct linger { l_
 export function setLingerZero(fd: number): void {
   if (libc.setsockopt(fd, libc.SOL_SOCKET, libc.SO_LINGER, LINGER_ZERO, 8) !== 0) fail('setsockopt', 'SO_LINGER');
 }
+
+/** Abort a raw fd: RST on close (best effort), then close; never throws (the fd may be gone). */
+export function resetAndCloseFd(fd: number): void {
+  try {
+    setLingerZero(fd);
+  } catch {
+    /* closing anyway */
+  }
+  try {
+    closeFd(fd);
+  } catch {
+    /* already closed */
+  }
+}

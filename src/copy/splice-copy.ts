@@ -21,7 +21,7 @@ import {
   createEventFd,
   createPipe,
   dupCloexec,
-  setLingerZero,
+  resetAndCloseFd,
   signalEventFd,
   socketFd,
 } from '../../native-shims/index.js';
@@ -88,18 +88,7 @@ class SpliceEngine {
         if (engine === this) engine = undefined;
         process.removeListener('exit', this.onProcessExit);
         for (const [slot, p] of this.pending) {
-          for (const fd of p.fds) {
-            try {
-              setLingerZero(fd);
-            } catch {
-              /* closing anyway */
-            }
-            try {
-              closeFd(fd);
-            } catch {
-              /* already closed by the worker */
-            }
-          }
+          for (const fd of p.fds) resetAndCloseFd(fd);
           this.settle(slot, p, new Error('splice worker exited'));
         }
         this.stopTimer();

@@ -31,6 +31,7 @@ import {
   epollWait,
   getSocketError,
   recvFd,
+  resetAndCloseFd,
   setLingerZero,
   setPipeSize,
   shutdownWrite,
@@ -302,18 +303,7 @@ function finish(conn: Connection, reason: SpliceDone['reason'], failure: Failure
 
 /** A connection that could not even be set up (e.g. no fd for a pipe): reset it alone. */
 function failAdd(req: Extract<SpliceRequest, { type: 'add' }>, errno: number): void {
-  for (const fd of req.fds) {
-    try {
-      setLingerZero(fd);
-    } catch {
-      /* closing anyway */
-    }
-    try {
-      closeFd(fd);
-    } catch {
-      /* already gone */
-    }
-  }
+  for (const fd of req.fds) resetAndCloseFd(fd);
   const done: SpliceDone = {
     type: 'done',
     slot: req.slot,
