@@ -9,10 +9,9 @@
 
 import t from 'tap';
 import type { ChildProcess } from 'node:child_process';
-import { findNetnsSkipReason } from '../helpers/netns.js';
-import { MeshHarness, collectLines, findLogRecords, waitUntil } from '../../src/demo/mesh-harness.js';
+import { prepareMeshSuite } from '../helpers/mesh-suite.js';
+import { collectLines, findLogRecords, waitUntil } from '../../src/demo/mesh-harness.js';
 
-const TOOLS = ['ip', 'ipset', 'iptables-nft-restore', 'sysctl', 'curl'];
 const WORKER2 = 'ambient-worker2';
 const SLEEP_PRINCIPAL = 'cluster.local/ns/default/sa/sleep';
 const PRODUCTPAGE_IP = '10.244.1.7';
@@ -84,16 +83,9 @@ s.on('close', () => { say({ ev: 'close' }); process.exit(0); });
 setTimeout(() => process.exit(1), 20000).unref();
 `;
 
-const reason = findNetnsSkipReason(TOOLS);
-const prefix = `az${process.pid % 10000}`;
-const mesh = reason === undefined ? new MeshHarness({ prefix }) : undefined;
-const missingBuild = mesh?.findMissingBuild() ?? [];
+const mesh = prepareMeshSuite(t, 'az');
 
-if (reason !== undefined || mesh === undefined) {
-  t.plan(0, reason ?? 'unreachable');
-} else if (missingBuild.length > 0) {
-  t.plan(0, `not built (${missingBuild.join(', ')}); run npm run build`);
-} else {
+if (mesh) {
   const topo = mesh.topo;
   t.teardown(() => mesh.stop());
 

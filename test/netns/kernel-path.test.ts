@@ -10,13 +10,12 @@
 
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { findNetnsSkipReason } from '../helpers/netns.js';
-import { MeshHarness, findLogRecords, waitUntil } from '../../src/demo/mesh-harness.js';
+import { prepareMeshSuite } from '../helpers/mesh-suite.js';
+import { findLogRecords, waitUntil } from '../../src/demo/mesh-harness.js';
 import { buildBulkDigest } from '../../src/demo/apps.js';
 import { Topology } from '../../src/demo/topology.js';
 import { NODE_TABLES, PODS_IPSET } from '../../src/redirect/constants.js';
 
-const TOOLS = ['ip', 'ipset', 'iptables-nft-restore', 'sysctl', 'curl'];
 const WORKER = 'ambient-worker';
 const WORKER2 = 'ambient-worker2';
 const SLEEP_ID = 'spiffe://cluster.local/ns/default/sa/sleep';
@@ -93,16 +92,10 @@ function findMetricTotal(text: string, name: string, labels: Record<string, stri
   return total;
 }
 
-const reason = findNetnsSkipReason(TOOLS);
-const prefix = `kp${process.pid % 10000}`;
-const mesh = reason === undefined ? new MeshHarness({ prefix }) : undefined;
-const missingBuild = mesh?.findMissingBuild() ?? [];
+const mesh = prepareMeshSuite(t, 'kp');
 
-if (reason !== undefined || mesh === undefined) {
-  t.plan(0, reason ?? 'unreachable');
-} else if (missingBuild.length > 0) {
-  t.plan(0, `not built (${missingBuild.join(', ')}); run npm run build`);
-} else {
+if (mesh) {
+  const prefix = mesh.topo.prefix;
   const topo = mesh.topo;
   const hostBefore = findHostState(prefix);
   const appsUrl = new URL('../../dist/src/demo/apps.js', import.meta.url).href;

@@ -1,47 +1,14 @@
 // The pipe loop on real loopback sockets: half-close, reset propagation, and no wedge
 // when one side disappears while the other is still sending.
-import net from 'node:net';
 import t from 'tap';
 import { getSocketError, socketFd } from '../../native-shims/index.js';
 import { copyBidirectional, socketSide } from '../../src/copy/copy.js';
+import { type Proxied, buildProxied, collect } from '../helpers/relay-sockets.js';
 
-/** A connected pair: [the end we hold as a "client", the end the proxy holds]. */
-async function pair(): Promise<[net.Socket, net.Socket, () => void]> {
-  const server = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const outer = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-  const inner = await accepted;
-  inner.on('error', () => undefined);
-  return [outer, inner, () => server.close()];
-}
-
-async function proxied(): Promise<{
-  client: net.Socket;
-  app: net.Socket;
-  up: net.Socket;
-  counters: { clientToServer: number; serverToClient: number };
-  done: Promise<{ error: Error | undefined }>;
-}> {
-  const [client, down, c1] = await pair();
-  const [app, up, c2] = await pair();
-  t.teardown(() => {
-    c1();
-    c2();
-    client.destroy();
-    app.destroy();
-  });
-  const counters = { clientToServer: 0, serverToClient: 0 };
-  const done = copyBidirectional(socketSide(down), socketSide(up), counters);
-  return { client, app, up, counters, done };
-}
-
-function collect(s: net.Socket): Promise<string> {
-  return new Promise((resolve) => {
-    let acc = '';
-    s.on('data', (d: Buffer) => (acc += d.toString()));
-    s.once('end', () => resolve(acc));
-  });
+/** The copy loop between two real socket pairs, started at once. */
+async function proxied(): Promise<Proxied & { done: Promise<{ error: Error | undefined }> }> {
+  const p = await buildProxied(t, (down, up, counters) => copyBidirectional(socketSide(down), socketSide(up), counters));
+  return { ...p, done: p.start() };
 }
 
 t.test('half-close each way; bytes counted', async (t) => {

@@ -12,6 +12,7 @@ import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { setLingerZero, socketFd } from '../../native-shims/index.js';
 import { spliceAvailable, spliceBidirectional, stopSpliceWorker } from '../../src/copy/splice-copy.js';
+import { type Proxied, buildProxied, collect, socketPair } from '../helpers/relay-sockets.js';
 
 if (!spliceAvailable()) {
   t.plan(0, 'splice(2) is not available here (Linux + koffi needed)');
@@ -20,49 +21,9 @@ if (!spliceAvailable()) {
 
 t.teardown(() => stopSpliceWorker());
 
-/** A connected pair: [the end we hold, the end the proxy holds]. */
-async function pair(): Promise<[net.Socket, net.Socket, () => void]> {
-  const server = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const outer = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-  const inner = await accepted;
-  await new Promise<void>((r) => (outer.connecting ? outer.once('connect', () => r()) : r()));
-  inner.on('error', () => undefined);
-  return [outer, inner, () => server.close()];
-}
-
-interface Proxied {
-  client: net.Socket;
-  app: net.Socket;
-  down: net.Socket;
-  up: net.Socket;
-  counters: { clientToServer: number; serverToClient: number };
-  start: (signal?: AbortSignal) => Promise<{ error: Error | undefined }>;
-}
-
-/** client ⇄ down [relay] up ⇄ app; the relay starts when start() is called. */
-async function proxied(t: Test): Promise<Proxied> {
-  const [client, down, c1] = await pair();
-  const [app, up, c2] = await pair();
-  t.teardown(() => {
-    c1();
-    c2();
-    client.destroy();
-    app.destroy();
-  });
-  const counters = { clientToServer: 0, serverToClient: 0 };
-  const start = (signal?: AbortSignal): Promise<{ error: Error | undefined }> =>
-    spliceBidirectional(down, up, counters, signal ? { signal } : {});
-  return { client, app, down, up, counters, start };
-}
-
-function collect(s: net.Socket): Promise<string> {
-  return new Promise((resolve) => {
-    let acc = '';
-    s.on('data', (d: Buffer) => (acc += d.toString()));
-    s.once('end', () => resolve(acc));
-  });
+/** client ⇄ down [splice] up ⇄ app; the relay starts when start() is called. */
+function proxied(t: Test): Promise<Proxied> {
+  return buildProxied(t, (down, up, counters, signal) => spliceBidirectional(down, up, counters, signal ? { signal } : {}));
 }
 
 /** 'end' | the error code | 'close' (closed with neither). */
@@ -268,8 +229,8 @@ t.test('no fd is left behind once the worker stops', async (t) => {
   await stopSpliceWorker();
   const before = openFds();
   for (let i = 0; i < 10; i++) {
-    const [client, down, c1] = await pair();
-    const [app, up, c2] = await pair();
+    const [client, down, c1] = await socketPair();
+    const [app, up, c2] = await socketPair();
     const done = spliceBidirectional(down, up, { clientToServer: 0, serverToClient: 0 });
     const got = collect(app);
     client.end('ping');
