@@ -207,7 +207,7 @@ const countFds = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
 
 async function runIdleMemory(mesh: BenchMesh): Promise<MemoryResult> {
   const p = PATHS.find((x) => x.key === 'mesh')!;
-  // Warm: the HBONE pool's TLS/h2 session exists before the baseline is read (measured-here §5 counts per tunneled conn).
+  // Warm: the HBONE pool's TLS/h2 session exists before the baseline is read (memory is counted per tunneled connection).
   await runConnectRate(mesh, p, 5);
   await sleep(1500);
   const before = mesh.ztunnels.map((z) => ({ node: z.node, pid: z.pid, rss: readProc(z.pid).rssKb, fds: countFds(z.pid) }));
@@ -452,7 +452,7 @@ function buildReport(r: Results): string {
   }
   out.push(`| both | | | ${(total / 1024).toFixed(1)} | ${f2(total / Math.max(1, m.opened))} | |`);
   out.push('');
-  out.push('Anchors: measured-here §5 prototype h2 tunnel ≈ 46–48 KB per tunneled connection (both sides); Rust ztunnel ≈ 3.8 KB per connection (PR #1024).');
+  out.push('Anchors: a throwaway Node h2 tunnel prototype: ≈ 46–48 KB per tunneled connection (both sides); Rust ztunnel ≈ 3.8 KB per connection (PR #1024).');
   out.push('');
   if (r.authz !== undefined) {
     out.push('## 5. Authorization: `node dist/bench/authorize.bench.js`');

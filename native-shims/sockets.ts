@@ -237,7 +237,7 @@ export function getOriginalDst(fd: number): OriginalDst | undefined {
  * IP_TRANSPARENT + IP_FREEBIND (or the IPv6 pair), optional SO_MARK, bound to sourceIp:0.
  * Wrap with `new net.Socket({ fd, allowHalfOpen: true })`, then `.connect(port, host)`;
  * the destination must be of the same family as sourceIp ('::ffff:a.b.c.d' counts as IPv4).
- * The replies only come back if the routing/marks of measured-here §2 are in place.
+ * The replies only come back if the routing/marks of the ztunnel netns rules (src/redirect/ztunnel-redirect.ts) are in place.
  */
 export function createFreebindSocketFd(opts: { sourceIp: string; mark?: number }): number {
   const ip = parseIp(opts.sourceIp);

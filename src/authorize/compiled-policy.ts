@@ -1,5 +1,5 @@
 // One Authorization compiled into flat, prebuilt data (CIDRs parsed, vacuous parts folded
-// away) and the matcher that walks it. See ztunnel-behaviour.md §6 for the semantics.
+// away) and the matcher that walks it. Semantics: https://github.com/istio/ztunnel/blob/master/src/rbac.rs
 // Must never allocate while matching: matching runs for every policy on every inbound
 // connection, and most policies do not match.
 // Layout: a policy's rules are one flat array of CompiledMatch, each carrying the index where

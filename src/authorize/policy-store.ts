@@ -1,7 +1,7 @@
 // PolicyStore: all Authorization policies compiled once per config change, indexed by scope
 // (Namespace → per namespace, Global, WorkloadSelector → by `namespace/name` key) and, inside
 // a scope, by a necessary principal or destination port so most non-matching policies are
-// never visited. authorize() implements ztunnel-behaviour.md §6 "Evaluation order".
+// never visited. authorize() follows upstream's evaluation order (https://github.com/istio/ztunnel/blob/master/src/rbac.rs).
 // Must never allocate on the allow path or for non-matching policies, never throw for a
 // policy it was given, and never log per connection unless dry-run policies exist (or a
 // workload names an unknown policy, which is warned once per name).

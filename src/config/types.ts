@@ -2,7 +2,8 @@
 // local config file's records (workloads, services, policies) after validation.
 // Pure types; nothing here reads the environment or the disk.
 // Field names follow upstream ztunnel's local config schema (camelCase), see
-// ../shared/reference/ztunnel-behaviour.md §5 and §10.3.
+// upstream ztunnel's local config (https://github.com/istio/ztunnel/blob/master/examples/localhost.yaml,
+// src/config.rs for the environment).
 
 export type ProxyMode = 'node' | 'dedicated';
 export type LogFormat = 'plain' | 'json';

@@ -1,6 +1,6 @@
 // The pipe loop: copies bytes both ways between the downstream and upstream sides of one
 // connection with backpressure, counting bytes with one integer add per chunk.
-// Invariants (user-needs row 18, ztunnel-behaviour §3):
+// Invariants (as upstream ztunnel's copy.rs, https://github.com/istio/ztunnel/blob/master/src/copy.rs):
 // - half-close: EOF one way ends the other side's write side only; the reverse
 //   direction keeps flowing until it sees its own EOF;
 // - a peer's reset becomes a reset on the other side (TCP RST, or an RST_STREAM with an

@@ -6,7 +6,7 @@
 //   node dist/src/demo/apps.js source PORT BYTES  sends BYTES of buildBulkData(), then EOF
 // Must never: listen anywhere but 0.0.0.0:PORT of the netns it runs in.
 // Invariant: servers use allowHalfOpen so a client's FIN does not cut the answer short
-// (measured-here §7, pitfall 1).
+// (a pitfall met while prototyping).
 
 import { createHash } from 'node:crypto';
 import http from 'node:http';

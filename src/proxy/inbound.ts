@@ -1,5 +1,5 @@
-// Inbound: HBONE CONNECT streams from 15008 (ztunnel-behaviour §4.2), plaintext
-// connections from 15006 (§4.1), and same-node HBONE traffic handed over in process.
+// Inbound: HBONE CONNECT streams from 15008 (upstream: https://github.com/istio/ztunnel/blob/master/src/proxy/inbound.rs), plaintext
+// connections from 15006 (inbound_passthrough.rs), and same-node HBONE traffic handed over in process.
 // Order for every path: validate → build context → authorize → connect the app → only
 // then answer 200 → copy. A denied connection never reaches the app: no byte is sent.
 // Every authorized connection is tracked for re-authorization on policy change.

@@ -1,5 +1,5 @@
 // The names, marks, routing tables and addresses of the seed's node-level capture path
-// (ambient-traffic-path blog; ztunnel-behaviour.md §1.5). One place, so the node side, the
+// (ambient-traffic-path blog; upstream's former node-level redirection). One place, so the node side, the
 // ztunnel side, the node agent and the tests agree bit for bit.
 // Must never: hold anything computed at run time.
 

@@ -1,5 +1,5 @@
-// The node side of the seed's capture path (istio-cni's role, ztunnel-behaviour.md §1.5),
-// run in the node's netns: the ipset of captured pod IPs, our mangle/nat chains that mark
+// The node side of the ambient capture path (istio-cni's former node-level rules, as the
+// Istio blog "Deep Dive into Ambient Mesh - Traffic Path" (2023) walks them), run in the node's netns: the ipset of captured pod IPs, our mangle/nat chains that mark
 // packets, policy-routing rules 100–103 and tables 100/101/102, and the istioin/istioout
 // tunnels to the ztunnel pod (GENEVE where the kernel has it, a veth pair otherwise).
 // Must never: touch per-pod state (the node agent adds pods to the ipset and table 100),

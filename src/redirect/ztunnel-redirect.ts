@@ -1,11 +1,11 @@
-// The ztunnel side of the seed's capture path (ztunnel-init's role, ztunnel-behaviour.md
-// §1.5), run in the ztunnel pod's netns: TPROXY of what arrives on pistioout (→15001) and
+// The ztunnel side of the capture path (ztunnel-init's role; upstream ztunnel's former
+// scripts/ztunnel-redirect.sh, https://github.com/istio/ztunnel), run in the ztunnel pod's netns: TPROXY of what arrives on pistioout (→15001) and
 // pistioin (→15008 for HBONE, else →15006), and the marks + `local` routes that deliver
 // packets for foreign addresses to ztunnel's transparent sockets.
 // Must never: redirect traffic arriving on eth0 (peers reach 15008 through the node's
 // table 100 and pistioin), or remove anything it did not add.
 // Invariant: `-m socket --transparent` comes before the TPROXY rules; without it the
-// packets of an established spoofed connection are not delivered locally (measured-here §2).
+// packets of an established spoofed connection are not delivered locally (verified on Linux 6.x with TPROXY).
 
 import {
   DEFAULT_TPROXY_ON_IP,

@@ -1,4 +1,4 @@
-// The outbound decision (ztunnel-behaviour.md §3) as one pure function: given the mesh
+// The outbound decision (upstream: https://github.com/istio/ztunnel/blob/master/src/proxy/outbound.rs) as one pure function: given the mesh
 // state, the source workload and the original destination, say where the connection
 // goes. No I/O, no clocks; randomness is injected so tests can pin it.
 // Invariants: a service VIP with no usable endpoint is refused, never passed through

@@ -1,4 +1,4 @@
-// The regular headers of an HBONE CONNECT (ztunnel-behaviour §2.4): `traceparent`
+// The regular headers of an HBONE CONNECT (https://istio.io/latest/docs/ambient/architecture/hbone/): `traceparent`
 // (W3C, new per downstream connection), `forwarded` (for="client ip:port"[;host=svc]) and
 // `baggage` (source workload metadata, fixed key order, empty values omitted).
 import { randomBytes } from 'node:crypto';

@@ -1,5 +1,6 @@
 // The HBONE client: pooled mutual-TLS 1.3 + HTTP/2 sessions to peer ztunnels, one
-// CONNECT stream per proxied TCP connection (ztunnel-behaviour §2.1–2.6).
+// CONNECT stream per proxied TCP connection (https://istio.io/latest/docs/ambient/architecture/hbone/,
+// https://github.com/istio/ztunnel/blob/master/src/proxy/pool.rs).
 // Pool key = { source identity, expected destination identities, destination ip:port,
 // spoofed source IP (when original-source is on) }. A session carries at most
 // maxStreams streams; a full one is skipped and a new one opened for the same key.

@@ -72,7 +72,7 @@ t.test('exact counters and labels for both reporters after 11 bytes out, 22 back
     // /stats/prometheus is the same registry.
     t.match((await httpGet(z.ports.stats, '/stats/prometheus')).body, /istio_tcp_connections_opened_total/);
   }
-  // Access-log orientation (ztunnel-behaviour §7.4).
+  // Access-log orientation (upstream: https://github.com/istio/ztunnel/blob/master/src/proxy/metrics.rs).
   const out = logLines(a, 'connection complete').at(-1);
   const inb = logLines(b, 'connection complete').at(-1);
   t.match(out, {

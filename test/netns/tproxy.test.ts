@@ -84,7 +84,7 @@ t.test('TPROXY, REDIRECT and spoofed source in throwaway namespaces', { skip: sk
     ['ip6tables', 'fd77::/112', '::1'],
   ] as const) {
     // Packets of sockets that are already transparent (accepted TPROXY connections, spoofed
-    // outbound ones) skip TPROXY and are routed locally by the fwmark rule (measured-here §2).
+    // outbound ones) skip TPROXY and are routed locally by the fwmark rule (see src/redirect/ztunnel-redirect.ts).
     sb.run(proxy, [ipt, '-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-m', 'socket', '--transparent', '-j', 'MARK', '--set-xmark', '0x400/0xfff']);
     sb.run(proxy, [ipt, '-t', 'mangle', '-A', 'PREROUTING', '-p', 'tcp', '-m', 'mark', '--mark', '0x400/0xfff', '-j', 'RETURN']);
     sb.run(proxy, [ipt, '-t', 'mangle', '-A', 'PREROUTING', '-i', 'ztp0', '-p', 'tcp', '-d', tproxyDst,

@@ -1,5 +1,5 @@
 // Table-driven tests of L4 authorization (src/authorize): match fields, structure of rules,
-// evaluation order, scopes, dry-run and the guard index. Semantics: ztunnel-behaviour.md §6.
+// evaluation order, scopes, dry-run and the guard index. Semantics: https://github.com/istio/ztunnel/blob/master/src/rbac.rs
 
 import t from 'tap';
 import type { Authorization, Match, StringMatch, Workload } from '../../src/config/types.js';

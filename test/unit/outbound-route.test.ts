@@ -1,4 +1,4 @@
-// The outbound decision as a table of cases (ztunnel-behaviour §3).
+// The outbound decision as a table of cases (https://github.com/istio/ztunnel/blob/master/src/proxy/outbound.rs).
 import t from 'tap';
 import { parseLocalConfig } from '../../src/config/local-config.js';
 import { buildOutboundRoute, type OutboundRoute } from '../../src/route/outbound-route.js';
