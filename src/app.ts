@@ -20,7 +20,7 @@ import { acquireSpliceWorker, releaseSpliceWorker } from './copy/relay.js';
 import { ConnectionTracker } from './proxy/connection-tracker.js';
 import { InboundProxy } from './proxy/inbound.js';
 import { OutboundProxy } from './proxy/outbound.js';
-import { type MeshView, type ProxyContext, findLocalWorkloadByIp } from './proxy/proxy-context.js';
+import { type MeshView, type ProxyContext, findLocalWorkloadByIp, isLocalWorkload } from './proxy/proxy-context.js';
 import { Telemetry } from './record/telemetry.js';
 import { ProxyState } from './state/proxy-state.js';
 import { h2TuningOf } from './tunnel/h2-settings.js';
@@ -120,7 +120,7 @@ export class App {
       onSpoofFailure: (err) => this.telemetry.log.warn({ scope: 'outbound', error: errorMessage(err) }, 'original source unavailable; connecting unspoofed'),
     });
     this.inbound = new InboundProxy(this.ctx);
-    this.outbound = new OutboundProxy(this.ctx, this.pool, this.inbound);
+    this.outbound = new OutboundProxy(this.ctx, this.pool);
     this.hboneServer = new HboneServer({
       tuning,
       trustDomain: config.trustDomain,
@@ -277,10 +277,37 @@ export class App {
       { scope: 'config', workloads: local.workloads.length, services: local.services.length, policies: local.policies.length },
       'local config reloaded',
     );
+    // Workloads that are gone (or moved to another node) lose their connections, their
+    // certificates and their HBONE server identity, as upstream drains a removed pod.
+    this.pruneRemovedWorkloads();
     // Every reload re-checks live inbound connections: policies and the workloads'
     // authorizationPolicies may both have changed (O(live connections), no I/O).
     this.reauthorize();
     return true;
+  }
+
+  /** The SPIFFE identities of the workloads this ztunnel serves now. */
+  private localIdentities(): Set<string> {
+    const ids = new Set<string>();
+    for (const w of this.view.state.config.workloads) if (isLocalWorkload(this.config, w)) ids.add(spiffeIdOfWorkload(w));
+    return ids;
+  }
+
+  private pruneRemovedWorkloads(): void {
+    const { state } = this.view;
+    const closed = this.tracker.closeRemovedWorkloads(
+      (uid) => {
+        const w = state.workloadsByUid.get(uid);
+        return w !== undefined && isLocalWorkload(this.config, w);
+      },
+      () => new ZtError('ZT_ERR_WORKLOAD_REMOVED', 'connection closed: its workload was removed from this node'),
+    );
+    const keep = this.localIdentities();
+    const dropped = this.secrets.retainOnly(keep);
+    this.hboneServer.retainIdentities(keep);
+    if (closed || dropped.length) {
+      this.telemetry.log.info({ scope: 'config', closed, identities: dropped.join(',') }, 'removed workloads: connections closed, certificates dropped');
+    }
   }
 
   /** Re-evaluate every live inbound connection against the current policies. */

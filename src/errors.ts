@@ -43,6 +43,8 @@ export const ERROR_CATALOGUE = {
   ZT_ERR_H2: { responseFlag: 'H2_HANDSHAKE_FAILURE', hboneStatus: 503, summary: 'HTTP/2 failure' },
   ZT_ERR_HBONE_STATUS: { responseFlag: 'CONNECT', hboneStatus: 503, summary: 'HBONE CONNECT was refused' },
   ZT_ERR_DRAINING: { responseFlag: '-', hboneStatus: 503, summary: 'ztunnel is draining' },
+  ZT_ERR_INTERNAL: { responseFlag: 'CONNECT', hboneStatus: 500, summary: 'internal error (a bug): the connection was closed' },
+  ZT_ERR_WORKLOAD_REMOVED: { responseFlag: '-', hboneStatus: 503, summary: 'the workload was removed from the config' },
   ZT_ERR_POLICY_CHANGED: { responseFlag: 'DENY', hboneStatus: 401, summary: 'connection closed due to policy change' },
 } as const satisfies Record<string, CatalogueEntry>;
 

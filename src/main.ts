@@ -30,13 +30,10 @@ async function run(): Promise<number> {
     process.stderr.write(`ztunnel-ts: cannot start: ${errorMessage(err)}\n`);
     return 1;
   }
-  // Run-time errors never take the process down with everyone's connections: log and go on.
-  process.on('unhandledRejection', (err) => {
-    app.telemetry.log.error({ scope: 'app', error: errorMessage(err), stack: (err as Error)?.stack }, 'unhandled rejection');
-  });
-  process.on('uncaughtException', (err) => {
-    app.telemetry.log.error({ scope: 'app', error: errorMessage(err), stack: err.stack }, 'uncaught exception');
-  });
+  // Run-time errors never take the process down with everyone's connections: count them
+  // (ztunnel_ts_unexpected_errors_total), log them once, and go on.
+  process.on('unhandledRejection', (err) => app.telemetry.unexpected('unhandledRejection', 'app', err));
+  process.on('uncaughtException', (err) => app.telemetry.unexpected('uncaughtException', 'app', err));
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals): void => {
     signals += 1;

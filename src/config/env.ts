@@ -319,5 +319,11 @@ export function loadConfig(env: Env): Config {
     adminBindAddress,
     connectTimeoutMs: readDurationMs(env, ENV.CONNECT_TIMEOUT, 1) ?? DEFAULTS.connectTimeoutMs,
   };
+  // Checked last, so that a malformed value elsewhere is named first. Without a node name
+  // a node-mode ztunnel cannot tell its own pods from other nodes' (same-node traffic,
+  // inbound, certificates would all be wrong): refuse to start instead of guessing.
+  if (config.proxyMode === 'node' && config.nodeName === undefined) {
+    invalid(ENV.NODE_NAME, 'required when PROXY_MODE=node (the node whose workloads this ztunnel serves; in a pod, from the downward API spec.nodeName)');
+  }
   return deepFreeze(config);
 }

@@ -34,6 +34,8 @@ export interface MeshHarnessOptions {
   agentLog?: ((node: string, ...line: Parameters<AgentLog>) => void) | undefined;
   /** Called when a ztunnel process exits on its own with a non-zero code. */
   onZtunnelExit?: ((node: string, code: number, stderr: string) => void) | undefined;
+  /** Every stdout line of every ztunnel process, restarted ones included (the suites watch for "unexpected error"). */
+  onZtunnelLine?: ((node: string, line: string) => void) | undefined;
   readyTimeoutMs?: number | undefined;
 }
 
@@ -65,14 +67,18 @@ export async function waitUntil(pred: () => Promise<boolean> | boolean, ms: numb
 }
 
 /** Collects a child's stdout as lines (the array keeps growing). */
-export function collectLines(child: ChildProcess): string[] {
+export function collectLines(child: ChildProcess, onLine?: (line: string) => void): string[] {
   const out: string[] = [];
   let buf = '';
   child.stdout?.on('data', (c: Buffer) => {
     buf += c.toString();
     const parts = buf.split('\n');
     buf = parts.pop() ?? '';
-    out.push(...parts.filter(Boolean));
+    for (const p of parts) {
+      if (!p) continue;
+      out.push(p);
+      onLine?.(p);
+    }
   });
   return out;
 }
@@ -168,7 +174,8 @@ export class MeshHarness {
             ...this.o.ztunnelEnv,
           })
         : topo.spawnIn(netns, process.execPath, [this.o.standIn, 'relay']);
-    const out = collectLines(child);
+    const onLine = this.o.onZtunnelLine;
+    const out = collectLines(child, onLine && ((line) => onLine(node, line)));
     let err = '';
     child.stderr?.on('data', (c: Buffer) => void (err += c.toString()));
     child.on('exit', (code) => {

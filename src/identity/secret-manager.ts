@@ -104,6 +104,16 @@ export class SecretManager {
     this.#entries.delete(spiffeUri);
   }
 
+  /**
+   * Drop every identity not in `keep` (workloads removed or moved away): its certificate
+   * is no longer renewed nor handed out. Returns the identities dropped.
+   */
+  retainOnly(keep: ReadonlySet<string>): string[] {
+    const dropped = [...this.#entries.keys()].filter((id) => !keep.has(id));
+    for (const id of dropped) this.forget(id);
+    return dropped;
+  }
+
   dump(): IdentityDump[] {
     const root = dumpCertificate(this.#ca.rootCertificate);
     return [...this.#entries.entries()]

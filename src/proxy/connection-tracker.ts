@@ -11,6 +11,8 @@ export interface TrackedConnection {
   originalDst: string;
   actualDst: string;
   protocol: 'HBONE' | 'TCP';
+  /** The local workloads this connection belongs to (inbound: the destination; outbound: the source; same-node: both). */
+  workloadUids: readonly string[];
   /** Inbound only: what authorization is re-run on. */
   authz: { workload: Workload; conn: AuthzConnection } | undefined;
   /** Abort the connection (reset both sides) with this error. */
@@ -54,6 +56,17 @@ export class ConnectionTracker {
     return closed;
   }
 
+  /** Abort every connection whose local workload is no longer served (removed from the config or moved away). */
+  closeRemovedWorkloads(stillLocal: (uid: string) => boolean, makeError: () => Error): number {
+    let closed = 0;
+    for (const c of [...this.live]) {
+      if (c.workloadUids.every(stillLocal)) continue;
+      closed += 1;
+      c.abort(makeError());
+    }
+    return closed;
+  }
+
   abortAll(err: Error): void {
     for (const c of [...this.live]) c.abort(err);
   }
@@ -62,7 +75,7 @@ export class ConnectionTracker {
     const inbound: object[] = [];
     const outbound: object[] = [];
     for (const c of this.live) {
-      const row = { src: c.src, originalDst: c.originalDst, actualDst: c.actualDst, protocol: c.protocol };
+      const row = { src: c.src, originalDst: c.originalDst, actualDst: c.actualDst, protocol: c.protocol, workloads: c.workloadUids };
       (c.direction === 'inbound' ? inbound : outbound).push(row);
     }
     return { inbound, outbound };

@@ -9,7 +9,6 @@ import type http2 from 'node:http2';
 import type net from 'node:net';
 import type { Workload } from '../config/types.js';
 import { type CopySide, resetSocket, socketSide } from '../copy/copy.js';
-import { relay } from '../copy/relay.js';
 import { ZtError, errorMessage } from '../errors.js';
 import { spiffeIdOfWorkload } from '../identity/spiffe.js';
 import type { ConnectionRecord } from '../record/telemetry.js';
@@ -18,7 +17,7 @@ import { buildBaggage, buildForwarded, buildTraceparent } from '../tunnel/hbone-
 import type { HbonePool } from '../tunnel/hbone-pool.js';
 import { connectTcp } from '../tunnel/tcp-connect.js';
 import { canonicalIp, formatHostPort } from '../util/ip.js';
-import { type InboundProxy, h2StreamSide } from './inbound.js';
+import { deliverLocal, h2StreamSide, trackedRelay } from './deliver.js';
 import { type ProxyContext, findDedicatedWorkload, isLocalWorkload } from './proxy-context.js';
 
 /** Lets an entry protocol (SOCKS5) answer its client once the upstream is up or failed. */
@@ -30,15 +29,23 @@ export interface OutboundHooks {
 export class OutboundProxy {
   private readonly ctx: ProxyContext;
   private readonly pool: HbonePool;
-  private readonly inbound: InboundProxy;
 
-  constructor(ctx: ProxyContext, pool: HbonePool, inbound: InboundProxy) {
+  constructor(ctx: ProxyContext, pool: HbonePool) {
     this.ctx = ctx;
     this.pool = pool;
-    this.inbound = inbound;
   }
 
+  /** Never throws: a bug is counted, logged once and closes only this connection. */
   handle(socket: net.Socket, dst: Destination, hooks: OutboundHooks = {}): void {
+    try {
+      this.accept(socket, dst, hooks);
+    } catch (err) {
+      this.ctx.telemetry.unexpected('handler', 'outbound', err);
+      resetSocket(socket);
+    }
+  }
+
+  private accept(socket: net.Socket, dst: Destination, hooks: OutboundHooks): void {
     const { ctx } = this;
     ctx.telemetry.socketOpened('source');
     socket.once('close', () => ctx.telemetry.socketClosed('source'));
@@ -79,22 +86,24 @@ export class OutboundProxy {
       return fail(new ZtError(route.code, route.reason));
     }
     const record = ctx.telemetry.open(this.contextOf(route, source, srcAddr));
-    this.run(socket, srcIp, srcAddr, dst, source, route, record, hooks).catch((err: unknown) => {
-      ctx.telemetry.log.error({ scope: 'outbound', error: errorMessage(err), stack: (err as Error)?.stack }, 'unexpected error in a connection handler');
-      resetSocket(socket);
-      record.complete(err);
-    });
+    let upstream: CopySide | undefined;
+    this.run(socket, srcIp, srcAddr, dst, source, route, record, hooks, (u) => {
+      upstream = u;
+    }).then(
+      (error) => record.complete(error),
+      (err: unknown) => {
+        // A bug: count and log it once, close both sides, and still write the record.
+        ctx.telemetry.unexpected('handler', 'outbound', err);
+        resetSocket(socket);
+        upstream?.reset();
+        record.complete(new ZtError('ZT_ERR_INTERNAL', `internal error: ${errorMessage(err)}`, { cause: err }));
+      },
+    );
   }
 
-  /**
-   * Is this destination served by this very ztunnel (hand over in process)? Only with an
-   * explicit NODE_NAME: without one every workload counts as local for inbound, but sending
-   * traffic for other nodes' pods in plaintext "locally" would silently drop mTLS.
-   */
+  /** Is this destination served by this very ztunnel (hand over in process)? */
   private servedHere(w: Workload): boolean {
-    const { config } = this.ctx;
-    if (config.proxyMode === 'dedicated') return isLocalWorkload(config, w);
-    return config.nodeName !== undefined && w.node === config.nodeName;
+    return isLocalWorkload(this.ctx.config, w);
   }
 
   private findSource(srcIp: string): Workload | undefined {
@@ -131,15 +140,18 @@ export class OutboundProxy {
     route: Exclude<OutboundRoute, { kind: 'reject' }>,
     record: ConnectionRecord,
     hooks: OutboundHooks,
-  ): Promise<void> {
+    onUpstream: (u: CopySide) => void,
+  ): Promise<Error | undefined> {
     const { ctx } = this;
     const spoofIp = ctx.outboundTransparent() ? srcIp : undefined;
     const onSpoofFailure = (err: unknown): void =>
       ctx.telemetry.log.warn({ scope: 'outbound', error: errorMessage(err) }, 'original source unavailable; connecting unspoofed');
 
     if (route.kind === 'hbone' && this.servedHere(route.workload)) {
-      // Same node: hand over in process, as the peer ztunnel would receive it.
-      const error = await this.inbound.deliver(
+      // Same node: hand over in process, as the peer ztunnel would receive it. Both
+      // records count the same bytes (flushed every interval, not only at close).
+      return deliverLocal(
+        ctx,
         {
           downstream: socketSide(socket),
           srcAddr,
@@ -151,6 +163,7 @@ export class OutboundProxy {
           service: route.service,
           hboneAddr: route.hboneTarget,
           dstAddr: formatHostPort(route.actualDst.ip, route.actualDst.port),
+          localSourceUid: source.uid,
           accept: () => {
             if (socket.destroyed) return false;
             hooks.onEstablished?.();
@@ -161,10 +174,8 @@ export class OutboundProxy {
             resetSocket(socket);
           },
         },
-        record,
+        record.bytes,
       );
-      record.complete(error);
-      return;
     }
 
     let upstream: CopySide;
@@ -205,33 +216,28 @@ export class OutboundProxy {
       const zerr = err instanceof ZtError ? err : new ZtError('ZT_ERR_CONNECT_FAILED', errorMessage(err));
       hooks.onFailed?.(zerr);
       socket.destroy();
-      record.complete(zerr);
-      return;
+      return zerr;
     }
+    onUpstream(upstream);
     if (socket.destroyed) {
       upstream.reset();
-      record.complete(new ZtError('ZT_ERR_CONNECT_FAILED', 'downstream closed before the upstream was up'));
-      return;
+      return new ZtError('ZT_ERR_CONNECT_FAILED', 'downstream closed before the upstream was up');
     }
     hooks.onEstablished?.();
-    let abortError: Error | undefined;
-    const aborter = new AbortController();
-    const untrack = ctx.tracker.add({
-      direction: 'outbound',
-      src: srcAddr,
-      originalDst: formatHostPort(dst.ip, dst.port),
-      actualDst,
-      protocol: route.kind === 'hbone' ? 'HBONE' : 'TCP',
-      authz: undefined,
-      abort: (err) => {
-        abortError = err;
-        aborter.abort();
-        resetSocket(socket);
-        upstream.reset();
+    return trackedRelay(
+      ctx,
+      {
+        direction: 'outbound',
+        src: srcAddr,
+        originalDst: formatHostPort(dst.ip, dst.port),
+        actualDst,
+        protocol: route.kind === 'hbone' ? 'HBONE' : 'TCP',
+        workloadUids: [source.uid],
+        authz: undefined,
       },
-    });
-    const outcome = await relay(socketSide(socket), upstream, record.bytes, { splice: ctx.config.spliceEnabled, signal: aborter.signal });
-    untrack();
-    record.complete(abortError ?? outcome.error);
+      socketSide(socket),
+      upstream,
+      record.bytes,
+    );
   }
 }

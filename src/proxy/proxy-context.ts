@@ -34,7 +34,8 @@ export function isLocalWorkload(config: Config, w: Workload): boolean {
     const info = config.proxyWorkloadInfo;
     return !!info && w.namespace === info.namespace && w.name === info.name && w.serviceAccount === info.serviceAccount;
   }
-  return config.nodeName === undefined || w.node === config.nodeName;
+  // loadConfig() guarantees NODE_NAME in node mode.
+  return w.node === config.nodeName;
 }
 
 /** The local workload that owns this IP, if any. */

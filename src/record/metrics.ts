@@ -95,6 +95,9 @@ export function buildClosedLabels(labels: TrafficLabels, flag: ResponseFlag): Tr
   return { ...labels, response_flags: flag };
 }
 
+export const UNEXPECTED_KINDS = ['handler', 'uncaughtException', 'unhandledRejection'] as const;
+export type UnexpectedKind = (typeof UNEXPECTED_KINDS)[number];
+
 export class IstioMetrics {
   readonly registry: Registry;
   readonly connectionsOpened: Counter<TrafficLabelName>;
@@ -104,6 +107,8 @@ export class IstioMetrics {
   readonly sentBytes: Counter<TrafficLabelName>;
   readonly socketsOpen: Gauge<'reporter'>;
   readonly build: Gauge<'component' | 'tag'>;
+  /** Bugs, not outcomes: a connection handler that threw, an uncaught exception, an unhandled rejection. */
+  readonly unexpectedErrors: Counter<'kind'>;
 
   constructor(version: string | undefined) {
     this.registry = new Registry();
@@ -135,6 +140,13 @@ export class IstioMetrics {
       registers,
     });
     this.build.set({ component: 'ztunnel', tag: orUnknown(version) }, 1);
+    this.unexpectedErrors = new Counter({
+      name: 'ztunnel_ts_unexpected_errors_total',
+      help: 'Errors that are bugs (a connection handler threw, uncaught exception, unhandled rejection); the process kept serving',
+      labelNames: ['kind'] as const,
+      registers,
+    });
+    for (const kind of UNEXPECTED_KINDS) this.unexpectedErrors.inc({ kind }, 0);
     collectDefaultMetrics({ register: this.registry });
   }
 }

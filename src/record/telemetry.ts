@@ -12,7 +12,7 @@ import { errorMessage, responseFlagOf, type ResponseFlag } from '../errors.js';
 import { buildCompleteFields, buildContextFields, buildEarlyDenyFields } from './access-log.js';
 import { getLogLevel, type LogLevelName } from './log-format.js';
 import { LogSink } from './log-sink.js';
-import { IstioMetrics, buildClosedLabels, buildTrafficLabels, type TrafficLabels } from './metrics.js';
+import { IstioMetrics, buildClosedLabels, buildTrafficLabels, type TrafficLabels, type UnexpectedKind } from './metrics.js';
 import type { ByteCounters, ConnectionContext } from './types.js';
 
 export interface TelemetryOptions {
@@ -72,9 +72,14 @@ export class Telemetry {
     return this.initialLevel;
   }
 
-  open(ctx: ConnectionContext): ConnectionRecord {
+  /**
+   * `sharedBytes`: count into another record's counters (a same-node hand-over: the
+   * outbound and the inbound record of one connection see the same bytes, each flushing
+   * its own deltas every interval).
+   */
+  open(ctx: ConnectionContext, sharedBytes?: ByteCounters): ConnectionRecord {
     const labels = buildTrafficLabels(ctx, this.clusterId);
-    const record = new ConnectionRecord(this, ctx, labels);
+    const record = new ConnectionRecord(this, ctx, labels, sharedBytes);
     this.metrics.connectionsOpened.inc(labels);
     this.openRecords.add(record);
     if (!this.onlyFailed && this.sink.enabled('debug')) {
@@ -92,6 +97,16 @@ export class Telemetry {
   ): void {
     if (!this.sink.enabled('warn')) return;
     this.sink.access('warn', 'connection failed', buildEarlyDenyFields(direction, srcAddr, dstAddr, error, fields));
+  }
+
+  /**
+   * A bug, not an outcome: counted in ztunnel_ts_unexpected_errors_total and logged once
+   * at error level with the stack. Every such line starts with "unexpected error" (the
+   * test suites fail on it).
+   */
+  unexpected(kind: UnexpectedKind, scope: string, err: unknown): void {
+    this.metrics.unexpectedErrors.inc({ kind });
+    this.log.error({ scope, kind, error: errorMessage(err), stack: (err as Error | undefined)?.stack }, `unexpected error (${kind})`);
   }
 
   socketOpened(reporter: 'source' | 'destination'): void {
@@ -166,10 +181,11 @@ export class ConnectionRecord {
   flushedServerToClient: number;
   private readonly owner: Telemetry;
   private done: boolean;
+  private extra: Record<string, string> | undefined;
 
-  constructor(owner: Telemetry, ctx: ConnectionContext, labels: TrafficLabels) {
+  constructor(owner: Telemetry, ctx: ConnectionContext, labels: TrafficLabels, sharedBytes?: ByteCounters) {
     this.ctx = ctx;
-    this.bytes = { clientToServer: 0, serverToClient: 0 };
+    this.bytes = sharedBytes ?? { clientToServer: 0, serverToClient: 0 };
     this.startedAt = Date.now();
     this.labels = labels;
     this.flushedClientToServer = 0;
@@ -180,6 +196,11 @@ export class ConnectionRecord {
 
   get completed(): boolean {
     return this.done;
+  }
+
+  /** Fields for the access-log line written at complete() (e.g. the denying policy). */
+  setExtraFields(fields: Record<string, string>): void {
+    this.extra = this.extra ? { ...this.extra, ...fields } : fields;
   }
 
   /**
@@ -193,6 +214,7 @@ export class ConnectionRecord {
     if (this.done) return;
     this.done = true;
     const flag = opts?.responseFlag ?? (error === undefined || error === null ? '-' : responseFlagOf(error));
-    this.owner.completeRecord(this, error, flag, opts?.extraFields);
+    const extra = this.extra && opts?.extraFields ? { ...this.extra, ...opts.extraFields } : (opts?.extraFields ?? this.extra);
+    this.owner.completeRecord(this, error, flag, extra);
   }
 }

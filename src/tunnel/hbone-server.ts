@@ -177,6 +177,11 @@ export class HboneServer {
     server.emit('connection', socket);
   }
 
+  /** Stub until the per-identity pruning lands (see the h2-abuse branch). */
+  retainIdentities(_keep: ReadonlySet<string>): void {
+    /* replaced on merge */
+  }
+
   sessionCount(): number {
     return this.sessions.size;
   }

@@ -2,6 +2,7 @@
 // tools or the build are missing, else a MeshHarness with a per-process unique prefix.
 import { MeshHarness } from '../../src/demo/mesh-harness.js';
 import { findNetnsSkipReason } from './netns.js';
+import { noteLogLine } from './unexpected.js';
 
 const TOOLS = ['ip', 'ipset', 'iptables-nft-restore', 'sysctl', 'curl'];
 
@@ -12,7 +13,7 @@ export function prepareMeshSuite(t: { plan(n: number, reason?: string): void }, 
     t.plan(0, reason);
     return undefined;
   }
-  const mesh = new MeshHarness({ prefix: `${prefixStem}${process.pid % 10000}` });
+  const mesh = new MeshHarness({ prefix: `${prefixStem}${process.pid % 10000}`, onZtunnelLine: (node, line) => noteLogLine(`ztunnel ${node}`, line) });
   const missing = mesh.findMissingBuild();
   if (missing.length > 0) {
     t.plan(0, `not built (${missing.join(', ')}); run npm run build`);

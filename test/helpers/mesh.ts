@@ -8,6 +8,7 @@ import { PassThrough } from 'node:stream';
 import { App } from '../../src/app.js';
 import { loadConfig } from '../../src/config/env.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
+import { noteLogLine } from './unexpected.js';
 
 export const sharedCa = CertificateAuthority.generate({ commonName: 'ztunnel-ts test root' });
 
@@ -30,7 +31,9 @@ export async function startZtunnel(
     partial += b.toString();
     let i: number;
     while ((i = partial.indexOf('\n')) >= 0) {
-      logs.push(partial.slice(0, i));
+      const line = partial.slice(0, i);
+      logs.push(line);
+      noteLogLine(`ztunnel ${env.NODE_NAME ?? ''}`, line);
       partial = partial.slice(i + 1);
     }
   });

@@ -19,6 +19,7 @@ const baseEnv = {
   ZTUNNEL_STATS_PORT: '0',
   ZTUNNEL_READINESS_PORT: '0',
   LOG_FORMAT: 'json',
+  NODE_NAME: 'local',
 };
 
 t.test('a malformed local config names the file, the key and the problem, and exits non-zero', async (t) => {
@@ -29,6 +30,13 @@ t.test('a malformed local config names the file, the key and the problem, and ex
   t.match(r.stderr, file);
   t.match(r.stderr, 'workloads[0].workloadIps[0]');
   t.match(r.stderr, /10\.0\.0\.300.*not an IP/);
+});
+
+t.test('node mode without NODE_NAME refuses to start, naming the variable', async (t) => {
+  const { NODE_NAME: _n, ...env } = baseEnv;
+  const r = spawnSync(process.execPath, [main], { env, encoding: 'utf8', timeout: 20_000 });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /NODE_NAME: required when PROXY_MODE=node/);
 });
 
 t.test('a bad environment variable is named', async (t) => {
@@ -51,7 +59,7 @@ t.test('SIGTERM drains and exits 0; private keys never reach the logs', async (t
   const ca = path.join(dir, 'ca2');
   spawnSync(process.execPath, [main, 'ca', 'create', '--out', ca]);
   const yaml = path.join(dir, 'ok.yaml');
-  fs.writeFileSync(yaml, 'workloads:\n- name: a\n  namespace: default\n  workloadIps: ["127.0.9.2"]\n  protocol: HBONE\n');
+  fs.writeFileSync(yaml, 'workloads:\n- name: a\n  namespace: default\n  workloadIps: ["127.0.9.2"]\n  protocol: HBONE\n  node: local\n');
   const child = spawn(process.execPath, [main], {
     env: { ...baseEnv, LOCAL_XDS_PATH: yaml, LOCAL_CA_CERT: path.join(ca, 'ca-cert.pem'), LOCAL_CA_KEY: path.join(ca, 'ca-key.pem'), LOG_LEVEL: 'debug' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -117,7 +125,7 @@ t.test('SIGINT drains; a second SIGINT exits at once', async (t) => {
   const echo = await startEcho('127.0.9.5');
   t.teardown(() => echo.server.close());
   const yaml = path.join(dir, 'sigint.yaml');
-  fs.writeFileSync(yaml, 'workloads:\n- name: a\n  namespace: default\n  workloadIps: ["127.0.9.2"]\n  protocol: HBONE\n');
+  fs.writeFileSync(yaml, 'workloads:\n- name: a\n  namespace: default\n  workloadIps: ["127.0.9.2"]\n  protocol: HBONE\n  node: local\n');
   const child = spawn(process.execPath, [main], {
     env: { ...baseEnv, LOCAL_XDS_PATH: yaml, UNSTABLE_ENABLE_SOCKS5: 'true', ZTUNNEL_SOCKS5_PORT: '0', CONNECTION_TERMINATION_DEADLINE: '30s' },
     stdio: ['ignore', 'pipe', 'pipe'],

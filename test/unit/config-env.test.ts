@@ -9,9 +9,14 @@ import type { Config } from '../../src/config/types.js';
 
 type Env = Record<string, string | undefined>;
 
+/** A node-mode config needs NODE_NAME; most cases here are about something else. */
+function load(env: Env): Config {
+  return loadConfig({ NODE_NAME: 'node-a', ...env });
+}
+
 function configError(env: Env): ZtError {
   try {
-    loadConfig(env);
+    load(env);
   } catch (err) {
     if (err instanceof ZtError) return err;
     throw err;
@@ -20,11 +25,11 @@ function configError(env: Env): ZtError {
 }
 
 t.test('defaults', async (t) => {
-  const c = loadConfig({});
+  const c = load({});
   t.same(c, {
     proxyMode: 'node',
     proxyWorkloadInfo: undefined,
-    nodeName: undefined,
+    nodeName: 'node-a',
     trustDomain: 'cluster.local',
     clusterId: 'Kubernetes',
     network: '',
@@ -89,7 +94,7 @@ t.test('each variable is parsed', async (t) => {
     ],
     [{ NODE_NAME: 'node-a' }, (c) => c.nodeName, 'node-a'],
     [{ ZTUNNEL_SPLICE: 'false' }, (c) => c.spliceEnabled, false],
-    [{ NODE_NAME: '' }, (c) => c.nodeName, undefined],
+    [{ PROXY_MODE: 'dedicated', PROXY_WORKLOAD_INFO: 'a/b/c', NODE_NAME: '' }, (c) => c.nodeName, undefined],
     [{ TRUST_DOMAIN: 'example.org' }, (c) => c.trustDomain, 'example.org'],
     [{ CLUSTER_ID: 'c1' }, (c) => c.clusterId, 'c1'],
     [{ CLUSTER_ID: 'c1', ISTIO_META_CLUSTER_ID: 'meta' }, (c) => c.clusterId, 'meta'],
@@ -139,7 +144,7 @@ t.test('each variable is parsed', async (t) => {
     [{ CONNECT_TIMEOUT: '1.5' }, (c) => c.connectTimeoutMs, 1500],
   ];
   for (const [env, pick, want] of cases) {
-    t.same(pick(loadConfig(env)), want, JSON.stringify(env));
+    t.same(pick(load(env)), want, JSON.stringify(env));
   }
 });
 
@@ -190,17 +195,34 @@ t.test('bad values are rejected naming the variable', async (t) => {
   }
 });
 
+t.test('node mode requires NODE_NAME; it is checked after every other variable', async (t) => {
+  for (const env of [{}, { PROXY_MODE: 'node' }, { PROXY_MODE: 'shared', NODE_NAME: '' }] as Env[]) {
+    let err: unknown;
+    try {
+      loadConfig(env);
+    } catch (e) {
+      err = e;
+    }
+    t.ok(err instanceof ZtError, JSON.stringify(env));
+    t.match((err as Error).message, /^NODE_NAME: required when PROXY_MODE=node/, JSON.stringify(env));
+  }
+  // Another bad variable is named first.
+  t.throws(() => loadConfig({ PACKET_MARK: 'abc' }), /^PACKET_MARK/);
+  // Dedicated mode identifies its workload by PROXY_WORKLOAD_INFO instead.
+  t.equal(loadConfig({ PROXY_MODE: 'dedicated', PROXY_WORKLOAD_INFO: 'a/b/c' }).nodeName, undefined);
+});
+
 t.test('dedicated mode requires PROXY_WORKLOAD_INFO', async (t) => {
   const err = configError({ PROXY_MODE: 'dedicated' });
   t.match(err.message, /^PROXY_WORKLOAD_INFO: required when PROXY_MODE=dedicated/);
-  t.equal(loadConfig({ PROXY_MODE: 'node' }).proxyWorkloadInfo, undefined);
+  t.equal(load({ PROXY_MODE: 'node' }).proxyWorkloadInfo, undefined);
 });
 
 t.test('LOCAL_XDS and LOCAL_XDS_PATH are mutually exclusive', async (t) => {
   const err = configError({ LOCAL_XDS_PATH: '/a.yaml', LOCAL_XDS: 'workloads: []' });
   t.match(err.message, /LOCAL_XDS_PATH and LOCAL_XDS are mutually exclusive/);
   // an empty value counts as unset, so it does not conflict
-  t.equal(loadConfig({ LOCAL_XDS_PATH: '/a.yaml', LOCAL_XDS: '' }).localXdsPath, '/a.yaml');
+  t.equal(load({ LOCAL_XDS_PATH: '/a.yaml', LOCAL_XDS: '' }).localXdsPath, '/a.yaml');
 });
 
 t.test('termination deadline derivation', async (t) => {
@@ -215,7 +237,7 @@ t.test('termination deadline derivation', async (t) => {
     [{ TERMINATION_GRACE_PERIOD_SECONDS: '30', CONNECTION_TERMINATION_DEADLINE: '3s' }, 3_000],
   ];
   for (const [env, ms] of cases) {
-    t.equal(loadConfig(env).connectionTerminationDeadlineMs, ms, JSON.stringify(env));
+    t.equal(load(env).connectionTerminationDeadlineMs, ms, JSON.stringify(env));
   }
 });
 
