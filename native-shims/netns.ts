@@ -32,6 +32,7 @@ export function withNetns<T>(nsPath: string, fn: () => T): T {
       if (libc.setns(original, libc.CLONE_NEWNET) !== 0) {
         const errno = libc.lastErrno();
         // Replaces any error from fn: staying in the wrong netns is the worse failure.
+        // eslint-disable-next-line no-unsafe-finally -- deliberate, see above
         throw new NativeError('setns', errno, {
           target: SELF_NETNS,
           reason: 'could not return to the original network namespace; the process must exit',
