@@ -13,6 +13,7 @@ import { ZtError } from '../../src/errors.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { SecretManager } from '../../src/identity/secret-manager.js';
 import { startKeepalive } from '../../src/tunnel/h2-settings.js';
+import { connectTcp } from '../../src/tunnel/tcp-connect.js';
 import { HbonePool, type HboneTarget, type PoolOptions, SecureContextCache } from '../../src/tunnel/hbone-pool.js';
 
 const SERVER_ID = 'spiffe://cluster.local/ns/default/sa/server';
@@ -347,4 +348,25 @@ t.test('startKeepalive: default call (as the HBONE server makes it) still pings 
   serverSession.destroy();
   k.stop();
   s.close();
+});
+
+t.test('tcp-connect errors bracket IPv6 addresses', async (t) => {
+  // A port that was just free on ::1: the connect is refused at once.
+  const probe = net.createServer();
+  const listened = await new Promise<boolean>((r) => {
+    probe.once('error', () => r(false));
+    probe.listen(0, '::1', () => r(true));
+  });
+  if (!listened) {
+    t.plan(0, 'no IPv6 loopback on this machine');
+    return;
+  }
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => probe.close(() => r()));
+  const err = await connectTcp('::1', port, { timeoutMs: 5000 }).then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  t.ok(err instanceof ZtError);
+  t.match((err as Error).message, `connect to [::1]:${port} failed`);
 });
