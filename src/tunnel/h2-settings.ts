@@ -166,7 +166,9 @@ export function startKeepalive(session: http2.Http2Session, opts: KeepaliveOptio
       pingSentAt === 0
         ? lastHeard + intervalMs
         : Math.min(lateReported ? Infinity : pingSentAt + lateMs, lastHeard + timeoutMs);
-    timer = setTimeout(tick, Math.max(10, next - Date.now()));
+    // Decide in the check phase, after this loop turn's I/O: a reply that arrived while the
+    // event loop was busy is read before the deadline is judged, not after.
+    timer = setTimeout(() => setImmediate(tick), Math.max(10, next - Date.now()));
     timer.unref();
   };
 
