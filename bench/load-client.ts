@@ -27,7 +27,9 @@ function summarise(latMs: number[], elapsedMs: number, errors: number): Record<s
     perSec: latMs.length / (elapsedMs / 1000),
     p50Ms: buildPercentile(latMs, 50),
     p99Ms: buildPercentile(latMs, 99),
+    p999Ms: buildPercentile(latMs, 99.9),
     maxMs: latMs[latMs.length - 1] ?? NaN,
+    over200msCount: latMs.filter((ms) => ms >= 200).length,
     over1sCount: latMs.filter((ms) => ms >= 1000).length,
   };
 }

@@ -14,6 +14,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { KERNEL_LOCAL_PORT_RANGE, ZTUNNEL_LOCAL_PORT_RANGE } from '../src/redirect/constants.js';
 import {
   LOAD_CLIENT_JS,
   buildBoxPercent,
@@ -30,11 +31,15 @@ import {
 } from './harness.js';
 
 const USAGE = `usage: node dist/bench/throughput.js [--quick] [--out FILE] [--no-authz] [--cpu-prof] [--prefix NAME]
+       node dist/bench/throughput.js --only connect [--rounds N] [--quick] [--out FILE]
   --quick      3 s iperf3 / HTTP runs, 500 new connections (default 8 s / 10 s / 2000)
   --out FILE   where to write the markdown report (default bench/RESULTS.md for a full run; none for --quick)
   --no-authz   do not run dist/bench/authorize.bench.js for the report
   --cpu-prof   instead of the benches: profile both ztunnels (node --cpu-prof) during the mesh
                iperf3 runs and print the top self-time functions (appended to --out FILE if given)
+  --only connect  only section 3, N rounds (default 3) of direct, mesh, passthrough, and passthrough with
+               the source ztunnel netns' port range set back to the kernel default (the state before
+               ZTUNNEL_LOCAL_PORT_RANGE), rows summed over the rounds; printed, and written to --out FILE
 `;
 
 const IPERF_PORT = 5201;
@@ -169,7 +174,9 @@ interface ConnectResult {
   perSec: number;
   p50Ms: number;
   p99Ms: number;
+  p999Ms: number;
   maxMs: number;
+  over200ms: number;
   /** Connections that took ≥ 1 s: a lost SYN is retransmitted after 1 s. */
   over1s: number;
 }
@@ -181,9 +188,75 @@ async function runConnectRate(mesh: BenchMesh, p: PathSpec, count: number): Prom
     [LOAD_CLIENT_JS, 'connect', ipOf(mesh, p.to), String(ECHO_PORT), String(count), String(CONNECT_CONCURRENCY)],
     300_000,
   );
-  const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as Partial<ConnectResult> & { over1sCount?: number };
+  const j = JSON.parse(r.stdout.trim().split('\n').pop() || '{}') as Partial<ConnectResult> & { over1sCount?: number; over200msCount?: number };
   if (j.perSec === undefined) throw new Error(`connect ${p.key}: exit ${r.code} ${r.stderr.trim()}`);
-  return { count: j.count ?? 0, errors: j.errors ?? 0, perSec: j.perSec, p50Ms: j.p50Ms ?? NaN, p99Ms: j.p99Ms ?? NaN, maxMs: j.maxMs ?? NaN, over1s: j.over1sCount ?? 0 };
+  return {
+    count: j.count ?? 0,
+    errors: j.errors ?? 0,
+    perSec: j.perSec,
+    p50Ms: j.p50Ms ?? NaN,
+    p99Ms: j.p99Ms ?? NaN,
+    p999Ms: j.p999Ms ?? NaN,
+    maxMs: j.maxMs ?? NaN,
+    over200ms: j.over200msCount ?? 0,
+    over1s: j.over1sCount ?? 0,
+  };
+}
+
+/** Sets net.ipv4.ip_local_port_range in the ztunnel netns of `node` (the A/B of --only connect). */
+async function setZtunnelPortRange(mesh: BenchMesh, node: string, range: { low: number; high: number }): Promise<void> {
+  const r = await runIn(mesh.topo.ztunnelNetns(node), 'sysctl', ['-q', '-w', `net.ipv4.ip_local_port_range=${range.low} ${range.high}`], 10_000);
+  if (r.code !== 0) throw new Error(`sysctl ip_local_port_range in ${node}'s ztunnel netns: ${r.stderr.trim()}`);
+}
+
+/** Section 3 alone, `rounds` times, with the passthrough row run with and without ZTUNNEL_LOCAL_PORT_RANGE. */
+async function runConnectOnly(prefix: string, count: number, rounds: number, out: string | undefined): Promise<number> {
+  const mesh = await startBenchMesh({ prefix, log: (s) => say(`bench: ${s}`) });
+  try {
+    await startServers(mesh);
+    const srcNode = mesh.topo.getPod('sleep').node;
+    const rows: { label: string; key: PathSpec['key']; range: { low: number; high: number }; runs: ConnectResult[] }[] = [
+      { label: 'direct: outsider → plain (no ztunnel)', key: 'direct', range: ZTUNNEL_LOCAL_PORT_RANGE, runs: [] },
+      { label: 'mesh: sleep → productpage (HBONE)', key: 'mesh', range: ZTUNNEL_LOCAL_PORT_RANGE, runs: [] },
+      { label: `passthrough: sleep → plain, ztunnel ports ${ZTUNNEL_LOCAL_PORT_RANGE.low}-${ZTUNNEL_LOCAL_PORT_RANGE.high} (fix)`, key: 'passthrough', range: ZTUNNEL_LOCAL_PORT_RANGE, runs: [] },
+      { label: `passthrough: sleep → plain, ztunnel ports ${KERNEL_LOCAL_PORT_RANGE.low}-${KERNEL_LOCAL_PORT_RANGE.high} (before)`, key: 'passthrough', range: KERNEL_LOCAL_PORT_RANGE, runs: [] },
+    ];
+    for (let i = 0; i < rounds; i++) {
+      for (const row of rows) {
+        await setZtunnelPortRange(mesh, srcNode, row.range);
+        const r = await runConnectRate(mesh, PATHS.find((x) => x.key === row.key)!, count);
+        row.runs.push(r);
+        say(`bench: round ${i + 1}/${rounds} ${row.label}: p99.9 ${f2(r.p999Ms)} ms, max ${f0(r.maxMs)} ms, ≥ 200 ms ${r.over200ms}, ≥ 1 s ${r.over1s}`);
+        // Client TIME_WAITs expire (60 s) only partly between rows; every row sees the same history.
+        await sleep(1000);
+      }
+    }
+    await setZtunnelPortRange(mesh, srcNode, ZTUNNEL_LOCAL_PORT_RANGE);
+    const md = [
+      `## Connection setup tail: \`node dist/bench/throughput.js --only connect --rounds ${rounds}${count === 500 ? ' --quick' : ''}\``,
+      '',
+      `${rounds} rounds × ${count} new connections per row (1-byte echo, concurrency ${CONNECT_CONCURRENCY}), rows interleaved in each round on one topology; ` +
+        'the "before" row sets the source ztunnel netns back to the kernel default port range for its runs.',
+      '',
+      '| path | connections | errors | p50 ms (median of rounds) | p99 ms (max of rounds) | p99.9 ms (max of rounds) | max ms | ≥ 200 ms | ≥ 1 s |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    ];
+    for (const row of rows) {
+      const sum = (k: 'count' | 'errors' | 'over200ms' | 'over1s'): number => row.runs.reduce((a, r) => a + r[k], 0);
+      const max = (k: 'p99Ms' | 'p999Ms' | 'maxMs'): number => Math.max(...row.runs.map((r) => r[k]));
+      const p50s = row.runs.map((r) => r.p50Ms).sort((a, b) => a - b);
+      md.push(`| ${row.label} | ${sum('count')} | ${sum('errors')} | ${f2(p50s[Math.floor(p50s.length / 2)] ?? NaN)} | ${f2(max('p99Ms'))} | ${f2(max('p999Ms'))} | ${f0(max('maxMs'))} | ${sum('over200ms')} | ${sum('over1s')} |`);
+    }
+    md.push('');
+    say(md.join('\n'));
+    if (out !== undefined) {
+      appendFileSync(out, md.join('\n'));
+      say(`bench: appended to ${out}`);
+    }
+    return 0;
+  } finally {
+    await mesh.destroy();
+  }
 }
 
 // ---------- idle-connection memory ----------
@@ -478,7 +551,7 @@ function runAuthzBench(here: string): string | undefined {
 }
 
 async function main(argv: string[]): Promise<number> {
-  let values: { quick?: boolean; out?: string; 'no-authz'?: boolean; 'cpu-prof'?: boolean; prefix?: string; help?: boolean };
+  let values: { quick?: boolean; out?: string; 'no-authz'?: boolean; 'cpu-prof'?: boolean; prefix?: string; only?: string; rounds?: string; help?: boolean };
   try {
     values = parseArgs({
       args: argv,
@@ -489,6 +562,8 @@ async function main(argv: string[]): Promise<number> {
         'no-authz': { type: 'boolean' },
         'cpu-prof': { type: 'boolean' },
         prefix: { type: 'string' },
+        only: { type: 'string' },
+        rounds: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }).values;
@@ -515,6 +590,14 @@ async function main(argv: string[]): Promise<number> {
   const connectCount = quick ? 500 : 2000;
   const prefix = values.prefix ?? `zb${process.pid % 10000}`;
   if (values['cpu-prof']) return runCpuProfile(prefix, iperfSeconds, values.out);
+  if (values.only !== undefined) {
+    const rounds = Number(values.rounds ?? 3);
+    if (values.only !== 'connect' || !Number.isInteger(rounds) || rounds < 1 || rounds > 50) {
+      process.stderr.write(`bench: --only takes 'connect', --rounds 1..50\n${USAGE}`);
+      return 2;
+    }
+    return runConnectOnly(prefix, connectCount, rounds, values.out);
+  }
 
   const here = fileURLToPath(new URL('.', import.meta.url));
   const machine = await readMachine();

@@ -59,6 +59,18 @@ export const TUNNELS = {
 
 export const GENEVE_UDP_PORT = 6081;
 
+/**
+ * The ztunnel netns' connect() port range: the pods' kernel default (32768 60999) moved up by
+ * one, so its low end is odd. Linux connect() first tries the ports of the low end's parity
+ * (bind(0) the other one), so pods pick even source ports and ztunnel's spoofed upstream
+ * sockets (pod IP, port chosen at connect) odd ones: the two legs of a passthrough never share a
+ * 4-tuple in the node's conntrack, where simultaneous SYNs of one tuple lose one SYN (1 s RTO).
+ * Same size as the default range; the other parity is used only when one is exhausted.
+ */
+export const ZTUNNEL_LOCAL_PORT_RANGE = { low: 32769, high: 61000 } as const;
+/** The kernel default, restored on removal. */
+export const KERNEL_LOCAL_PORT_RANGE = { low: 32768, high: 60999 } as const;
+
 export const PROXY_PORTS = { outbound: 15001, inboundPlaintext: 15006, inbound: 15008 } as const;
 
 /** TPROXY `--on-ip`: the seed uses 127.0.0.1; listeners on 0.0.0.0 or [::] match it. */

@@ -9,10 +9,12 @@
 
 import {
   DEFAULT_TPROXY_ON_IP,
+  KERNEL_LOCAL_PORT_RANGE,
   PROXY_PORTS,
   TUNNELS,
   ZTUNNEL_MARKS as Z,
   ZTUNNEL_RULE_PREFS,
+  ZTUNNEL_LOCAL_PORT_RANGE,
   ZTUNNEL_TABLES,
   formatMark,
 } from './constants.js';
@@ -74,6 +76,20 @@ export function buildZtunnelIpRules(): IpRuleSpec[] {
   ];
 }
 
+/**
+ * ztunnel's spoofed upstream sockets take the pod's IP with a kernel-chosen port, from a port
+ * space separate from the pod's own; the kernel's choice for one (source IP, destination) is a
+ * sequence shared by all namespaces, so pod and ztunnel can pick the same port at the same
+ * instant. An odd-based range in this netns keeps ztunnel's ports off the pods' parity.
+ */
+export function buildLocalPortRangeStep(range: { low: number; high: number }): Step {
+  return {
+    kind: 'run',
+    what: `connect() source ports ${range.low}-${range.high}`,
+    cmd: { file: 'sysctl', args: ['-q', '-w', `net.ipv4.ip_local_port_range=${range.low} ${range.high}`] },
+  };
+}
+
 function route(table: number, spec: string[]): Step {
   return { kind: 'run', what: `table ${table}: ${spec.join(' ')}`, cmd: { file: 'ip', args: ['-4', 'route', 'replace', ...spec, 'table', String(table)] } };
 }
@@ -103,6 +119,7 @@ export function buildZtunnelApplyPlan(o: ZtunnelRedirectOptions): Step[] {
   steps.push(
     { kind: 'run', what: 'lo up', cmd: { file: 'ip', args: ['link', 'set', 'lo', 'up'] } },
     ...buildRpFilterSteps([o.iface, TUNNELS.inbound.ztunnelName, TUNNELS.outbound.ztunnelName]),
+    buildLocalPortRangeStep(ZTUNNEL_LOCAL_PORT_RANGE),
     ...buildIptablesApplySteps(o.backend, buildZtunnelChains(o)),
     route(ZTUNNEL_TABLES.local, ['local', '0.0.0.0/0', 'dev', 'lo']),
     route(ZTUNNEL_TABLES.outbound, [`${o.nodeIp}/32`, 'dev', o.iface, 'scope', 'link']),
@@ -119,6 +136,7 @@ export function buildZtunnelRemovePlan(backend: IptablesBackend): Step[] {
     ...buildIpRuleRemoveSteps(buildZtunnelIpRules()),
     ...buildIptablesRemoveSteps(backend, buildZtunnelChainSkeleton()),
   ];
+  steps.push({ ...buildLocalPortRangeStep(KERNEL_LOCAL_PORT_RANGE), kind: 'try' });
   for (const table of [ZTUNNEL_TABLES.local, ZTUNNEL_TABLES.outbound, ZTUNNEL_TABLES.inbound]) {
     steps.push({ kind: 'try', what: `flush table ${table}`, cmd: { file: 'ip', args: ['-4', 'route', 'flush', 'table', String(table)] } });
   }

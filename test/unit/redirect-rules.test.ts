@@ -94,6 +94,12 @@ t.test('ztunnel plan: TPROXY ports, marks, local table', async (t) => {
   t.ok(plan.includes('ip -4 route replace default via 192.168.126.1 dev pistioin table 102'));
   t.ok(plan.includes('ip addr replace 192.168.126.2/30 dev pistioin'));
   t.ok(plan.includes('ip addr replace 192.168.127.2/30 dev pistioout'));
+  // connect() tries the low end's parity first: an odd low end keeps ztunnel's spoofed upstream
+  // ports off the pods' (even) ones, so the two legs of a passthrough never share a 4-tuple (issue 8).
+  const range = plan.find((l) => l.startsWith('sysctl -q -w net.ipv4.ip_local_port_range='));
+  t.equal(range, 'sysctl -q -w net.ipv4.ip_local_port_range=32769 61000', 'ztunnel netns port range set');
+  t.equal(Number(/=(\d+) /.exec(range ?? '')?.[1]) % 2, 1, 'its low end is odd');
+  t.ok(argvs(buildZtunnelRemovePlan('nft')).includes('sysctl -q -w net.ipv4.ip_local_port_range=32768 60999'), 'remove restores the kernel default');
   t.notOk(plan.some((l) => l.includes('type geneve')), 'veth mode creates no link here');
   t.ok(argvs(buildZtunnelApplyPlan({ ...ZT, tunnel: 'geneve' })).includes('ip link add name pistioin type geneve id 1000 remote 10.244.1.1'));
   t.match(buildRestorePayload('mangle', buildZtunnelChains({ ...ZT, tproxyOnIp: '0.0.0.0' })), '--on-port 15001 --on-ip 0.0.0.0');
