@@ -48,3 +48,4 @@ export {
   shutdownWrite,
   getSocketError,
 } from './splice.js';
+export { type FdLimit, type FdLimitRaise, getFdLimit, raiseFdLimit } from './rlimit.js';
