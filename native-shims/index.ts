@@ -17,6 +17,7 @@ export {
   resetAndCloseFd,
 } from './sockets.js';
 export { withNetns } from './netns.js';
+export { type TcpLivenessOptions, setTcpUserTimeout, readTcpLivenessOptions } from './tcp-options.js';
 export {
   EAGAIN,
   EPOLLIN,

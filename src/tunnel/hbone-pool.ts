@@ -6,6 +6,26 @@
 // maxStreams streams; a full one is skipped and a new one opened for the same key.
 // Concurrent requesters for one key share a single session being created (no storms).
 // Idle sessions are released after idleMs; dead ones (GOAWAY, error, close) are evicted.
+//
+// Peer faults. A session is taken out of the pool ("unusable": no new streams; its running
+// streams go on) as soon as the peer looks silent, rather than when its keepalive finally
+// destroys it:
+// - Health probe: a stream requested on a session that has heard nothing from the peer for
+//   more than probeAfterMs (default 1 s; any byte read or PING reply counts) sends one PING
+//   along with the CONNECT (no added latency). Any PING, probe or keepalive, that stays
+//   unanswered for probeTimeoutMs (default 2 s) with nothing else heard marks the session
+//   unusable, and the CONNECTs still waiting for a response on it are cancelled and retried
+//   once on another session (safe: no byte of theirs has been relayed yet).
+// - A CONNECT with no response within connectTimeoutMs fails and marks its session unusable.
+// - An unusable session is closed (GOAWAY) once its last stream ends, or destroyed by its
+//   keepalive, which keeps running while streams remain, also after a GOAWAY either way.
+// Bounds (defaults = upstream ztunnel: PING after 10 s of silence, 20 s timeout): an open
+// stream across a partition ends at most keepaliveTimeoutMs (20 s) + timer slack after the
+// peer's last byte, by the PING keepalive; independently, TCP_USER_TIMEOUT (20 s) makes the
+// kernel abort the connection once sent data stays unacknowledged that long, and TCP
+// keepalive (KEEPALIVE_IDLE_MS) covers a socket nobody writes to.
+// TLS: one SecureContext per local identity, rebuilt when its certificate changes (the stale
+// one is dropped); sessions already up keep the context they were made with.
 // Invariants: TLS 1.3 only, ALPN h2 only, no SNI, the server's SPIFFE identity must be
 // one of the expected ones or the session is never used.
 import http2 from 'node:http2';
@@ -13,8 +33,16 @@ import tls from 'node:tls';
 import { ZtError } from '../errors.js';
 import { checkServerIdentity } from '../identity/verify.js';
 import { formatHostPort } from '../util/ip.js';
-import { type H2Tuning, h2Settings, raiseConnectionWindow, startKeepalive } from './h2-settings.js';
-import { createUpstreamSocket } from './tcp-connect.js';
+import {
+  type H2Tuning,
+  type Keepalive,
+  KEEPALIVE_INTERVAL_MS,
+  KEEPALIVE_TIMEOUT_MS,
+  h2Settings,
+  raiseConnectionWindow,
+  startKeepalive,
+} from './h2-settings.js';
+import { createUpstreamSocket, setCarrierLiveness } from './tcp-connect.js';
 
 export interface HboneTarget {
   /** spiffe://… of the local workload we speak as. */
@@ -33,7 +61,21 @@ export interface PoolOptions {
   connectTimeoutMs: number;
   mark: number | undefined;
   onSpoofFailure?: (err: unknown) => void;
+  /** HTTP/2 PING after this long without hearing from the peer. Default 10 s (upstream). */
+  keepaliveIntervalMs?: number;
+  /** Destroy a session whose PING is outstanding and whose peer was silent this long. Default 20 s (upstream). */
+  keepaliveTimeoutMs?: number;
+  /** A new stream on a session silent for longer than this sends a PING along. Default 1 s. */
+  probeAfterMs?: number;
+  /** A PING unanswered this long marks its session unusable. Default 2 s. */
+  probeTimeoutMs?: number;
+  /** TCP_USER_TIMEOUT of HBONE sockets; 0 = kernel default. Default 20 s. */
+  tcpUserTimeoutMs?: number;
 }
+
+export const PROBE_AFTER_MS = 1_000;
+export const PROBE_TIMEOUT_MS = 2_000;
+export const HBONE_TCP_USER_TIMEOUT_MS = 20_000;
 
 interface PooledSession {
   key: string;
@@ -41,6 +83,43 @@ interface PooledSession {
   active: number;
   lastUsed: number;
   usable: boolean;
+  keepalive: Keepalive | undefined;
+  /** CONNECTs on this session still waiting for their response: told when it turns unhealthy. */
+  waiting: Set<() => void>;
+}
+
+/** What request() asks connect() to do when its session turned unhealthy before the response. */
+const RETRY = Symbol('retry');
+
+/**
+ * One tls.SecureContext per local identity, for its current certificate: building one parses
+ * the key, the chain and the roots, which is too much per connection. A changed certificate
+ * (rotation) replaces the entry, so stale contexts are not kept.
+ */
+export class SecureContextCache {
+  private readonly byIdentity = new Map<string, { cert: string; ca: string; context: tls.SecureContext }>();
+
+  get(identity: string, creds: { key: string; cert: string; ca: string }): tls.SecureContext {
+    const hit = this.byIdentity.get(identity);
+    if (hit && hit.cert === creds.cert && hit.ca === creds.ca) return hit.context;
+    const context = tls.createSecureContext({
+      key: creds.key,
+      cert: creds.cert,
+      ca: creds.ca,
+      minVersion: 'TLSv1.3',
+      maxVersion: 'TLSv1.3',
+    });
+    this.byIdentity.set(identity, { cert: creds.cert, ca: creds.ca, context });
+    return context;
+  }
+
+  forget(identity: string): void {
+    this.byIdentity.delete(identity);
+  }
+
+  get size(): number {
+    return this.byIdentity.size;
+  }
 }
 
 export class HbonePool {
@@ -49,6 +128,8 @@ export class HbonePool {
   private readonly creating = new Map<string, Promise<PooledSession>>();
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
+  /** Shared TLS contexts (one per local identity); public for tests and config_dump. */
+  readonly secureContexts = new SecureContextCache();
 
   constructor(opts: PoolOptions) {
     this.opts = opts;
@@ -60,11 +141,26 @@ export class HbonePool {
     return `${t.sourceIdentity}|${t.expectedIdentities.join(',')}|${formatHostPort(t.dst.ip, t.dst.port)}|${t.sourceIp ?? ''}`;
   }
 
-  /** Open one CONNECT stream; resolves once the peer answered 200. */
+  /**
+   * Open one CONNECT stream; resolves once the peer answered 200. If its session turns
+   * unhealthy (health probe) before the response, the CONNECT is retried once on another one.
+   */
   async connect(target: HboneTarget, authority: string, headers: http2.OutgoingHttpHeaders): Promise<http2.ClientHttp2Stream> {
-    if (this.closed) throw new ZtError('ZT_ERR_DRAINING');
-    // checkout() has already reserved a stream slot on the session (active += 1).
-    const pooled = await this.checkout(target);
+    for (let attempt = 0; ; attempt += 1) {
+      if (this.closed) throw new ZtError('ZT_ERR_DRAINING');
+      // checkout() has already reserved a stream slot on the session (active += 1).
+      const pooled = await this.checkout(target);
+      const result = await this.request(pooled, authority, headers, attempt === 0);
+      if (result !== RETRY) return result;
+    }
+  }
+
+  private request(
+    pooled: PooledSession,
+    authority: string,
+    headers: http2.OutgoingHttpHeaders,
+    mayRetry: boolean,
+  ): Promise<http2.ClientHttp2Stream | typeof RETRY> {
     let stream: http2.ClientHttp2Stream;
     try {
       stream = pooled.session.request({ ':method': 'CONNECT', ':authority': authority, ...headers }, { endStream: false });
@@ -76,25 +172,41 @@ export class HbonePool {
     // time, also between the response and the caller's own listener.
     stream.on('error', () => undefined);
     stream.once('close', () => this.release(pooled));
-    return await new Promise<http2.ClientHttp2Stream>((resolve, reject) => {
+    // Health probe: a session that has been quiet gets a PING along with this CONNECT.
+    pooled.keepalive?.probe(this.probeAfterMs);
+    return new Promise<http2.ClientHttp2Stream | typeof RETRY>((resolve, reject) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        pooled.waiting.delete(onUnhealthy);
+        stream.removeListener('error', onError);
+        stream.removeListener('close', onClose);
+      };
       const timer = setTimeout(() => {
+        done();
         stream.close(http2.constants.NGHTTP2_CANCEL);
+        // A peer that does not answer one CONNECT gets no more of them on this session.
+        this.markUnhealthy(pooled);
         reject(new ZtError('ZT_ERR_HBONE_STATUS', `no HBONE response within ${this.opts.connectTimeoutMs}ms`));
       }, this.opts.connectTimeoutMs);
+      const onUnhealthy = (): void => {
+        if (!mayRetry) return;
+        done();
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        resolve(RETRY);
+      };
       const onError = (err: Error): void => {
-        clearTimeout(timer);
+        done();
         reject(new ZtError('ZT_ERR_H2', `HBONE stream failed: ${err.message}`, { cause: err }));
       };
       const onClose = (): void => {
-        clearTimeout(timer);
+        done();
         reject(new ZtError('ZT_ERR_HBONE_STATUS', `HBONE stream closed before a response (code ${stream.rstCode})`));
       };
+      pooled.waiting.add(onUnhealthy);
       stream.once('error', onError);
       stream.once('close', onClose);
       stream.once('response', (h) => {
-        clearTimeout(timer);
-        stream.removeListener('error', onError);
-        stream.removeListener('close', onClose);
+        done();
         const status = Number(h[':status']);
         if (status !== 200) {
           stream.close(http2.constants.NGHTTP2_CANCEL);
@@ -126,6 +238,31 @@ export class HbonePool {
     const all = [...this.sessions.values()].flat();
     this.close();
     for (const p of all) p.session.destroy();
+  }
+
+  private get probeAfterMs(): number {
+    return this.opts.probeAfterMs ?? PROBE_AFTER_MS;
+  }
+
+  /** Out of the pool for new streams (GOAWAY, error, close, or unhealthy). Idempotent. */
+  private evict(p: PooledSession): void {
+    p.usable = false;
+    const list = this.sessions.get(p.key);
+    if (!list) return;
+    const i = list.indexOf(p);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.sessions.delete(p.key);
+  }
+
+  /**
+   * The peer looks silent: no new streams here, CONNECTs still waiting move to another session,
+   * and the session is closed once its running streams end (or destroyed by its keepalive).
+   */
+  private markUnhealthy(p: PooledSession): void {
+    this.evict(p);
+    for (const notify of [...p.waiting]) notify();
+    p.waiting.clear();
+    if (p.active === 0 && !p.session.closed) p.session.close();
   }
 
   private limitOf(p: PooledSession): number {
@@ -176,6 +313,13 @@ export class HbonePool {
   private createSession(key: string, target: HboneTarget): Promise<PooledSession> {
     const { tuning } = this.opts;
     return new Promise<PooledSession>((resolve, reject) => {
+      let secureContext: tls.SecureContext;
+      try {
+        secureContext = this.secureContexts.get(target.sourceIdentity, target.tls);
+      } catch (err) {
+        reject(new ZtError('ZT_ERR_TLS_HANDSHAKE', `TLS credentials of ${target.sourceIdentity} are unusable: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
       const raw = createUpstreamSocket(target.dst.ip, {
         sourceIp: target.sourceIp,
         mark: this.opts.mark,
@@ -184,12 +328,11 @@ export class HbonePool {
         allowHalfOpen: false,
       });
       raw.setNoDelay(true);
+      raw.once('connect', () => setCarrierLiveness(raw, this.opts.tcpUserTimeoutMs ?? HBONE_TCP_USER_TIMEOUT_MS));
       raw.connect({ host: target.dst.ip, port: target.dst.port });
       const sock = tls.connect({
         socket: raw,
-        key: target.tls.key,
-        cert: target.tls.cert,
-        ca: target.tls.ca,
+        secureContext,
         minVersion: 'TLSv1.3',
         maxVersion: 'TLSv1.3',
         ALPNProtocols: ['h2'],
@@ -236,21 +379,20 @@ export class HbonePool {
           maxSessionMemory: 64,
         });
         raiseConnectionWindow(session, tuning);
-        startKeepalive(session);
         // Node does not always notice a peer closing right after the handshake (e.g. our
         // certificate refused under TLS 1.3): tie the session to the socket's life.
         sock.once('close', () => {
           if (!session.destroyed) session.destroy(new Error('HBONE connection closed by the peer'));
         });
-        const pooled: PooledSession = { key, session, active: 0, lastUsed: Date.now(), usable: true };
-        const evict = (): void => {
-          pooled.usable = false;
-          const list = this.sessions.get(key);
-          if (!list) return;
-          const i = list.indexOf(pooled);
-          if (i >= 0) list.splice(i, 1);
-          if (list.length === 0) this.sessions.delete(key);
-        };
+        const pooled: PooledSession = { key, session, active: 0, lastUsed: Date.now(), usable: true, keepalive: undefined, waiting: new Set() };
+        pooled.keepalive = startKeepalive(session, {
+          intervalMs: this.opts.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS,
+          timeoutMs: this.opts.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS,
+          lateMs: this.opts.probeTimeoutMs ?? PROBE_TIMEOUT_MS,
+          onLate: () => this.markUnhealthy(pooled),
+          bytesRead: () => raw.bytesRead,
+        });
+        const evict = (): void => this.evict(pooled);
         session.once('goaway', evict);
         session.once('close', evict);
         session.on('error', evict);
@@ -281,6 +423,8 @@ export class HbonePool {
   private release(p: PooledSession): void {
     p.active -= 1;
     p.lastUsed = Date.now();
+    // An unhealthy session is kept only for its running streams.
+    if (!p.usable && p.active === 0 && !p.session.closed && !p.session.destroyed) p.session.close();
   }
 
   private releaseIdle(): void {

@@ -2,11 +2,14 @@
 // destination, and from the inbound side to the local app. Optionally from a foreign
 // source IP (original-source preservation: IP_TRANSPARENT + IP_FREEBIND) and with an
 // SO_MARK. A spoofing failure only downgrades to an unspoofed connect (as upstream);
-// the connect itself has a hard timeout.
+// the connect itself has a hard timeout. HBONE carrier sockets also get TCP keepalive and
+// TCP_USER_TIMEOUT once connected (setCarrierLiveness), so the kernel aborts a connection
+// whose sent data stays unacknowledged (peer behind a partition) even if no HTTP/2 PING runs.
 import net from 'node:net';
-import { createFreebindSocketFd, createMarkedSocketFd } from '../../native-shims/index.js';
+import { createFreebindSocketFd, createMarkedSocketFd, setTcpUserTimeout, socketFd } from '../../native-shims/index.js';
 import { KEEPALIVE_IDLE_MS } from '../config/env.js';
 import { ZtError } from '../errors.js';
+import { formatHostPort } from '../util/ip.js';
 
 export interface TcpConnectOptions {
   /** Bind to this (possibly foreign) source IP first. Ignored when equal to the destination. */
@@ -47,12 +50,12 @@ export function connectTcp(ip: string, port: number, opts: TcpConnectOptions): P
     const sock = createUpstreamSocket(ip, opts);
     const timer = setTimeout(() => {
       sock.destroy();
-      reject(new ZtError(opts.timeoutCode ?? 'ZT_ERR_CONNECT_TIMEOUT', `connect to ${net.isIPv6(ip) ? `[${ip}]` : ip}:${port} timed out after ${opts.timeoutMs}ms`));
+      reject(new ZtError(opts.timeoutCode ?? 'ZT_ERR_CONNECT_TIMEOUT', `connect to ${formatHostPort(ip, port)} timed out after ${opts.timeoutMs}ms`));
     }, opts.timeoutMs);
     const onError = (err: Error): void => {
       clearTimeout(timer);
       sock.destroy();
-      reject(new ZtError('ZT_ERR_CONNECT_FAILED', `connect to ${ip}:${port} failed: ${err.message}`, { cause: err }));
+      reject(new ZtError('ZT_ERR_CONNECT_FAILED', `connect to ${formatHostPort(ip, port)} failed: ${err.message}`, { cause: err }));
     };
     sock.once('error', onError);
     sock.connect({ host: ip, port }, () => {
@@ -64,4 +67,22 @@ export function connectTcp(ip: string, port: number, opts: TcpConnectOptions): P
       resolve(sock);
     });
   });
+}
+
+/**
+ * Liveness options for a connected HBONE carrier socket: TCP_NODELAY, TCP keepalive after
+ * KEEPALIVE_IDLE_MS idle, and TCP_USER_TIMEOUT = userTimeoutMs (0 leaves the kernel default).
+ * TCP_USER_TIMEOUT is best effort: a failure is reported to onError and the socket is used as is.
+ */
+export function setCarrierLiveness(sock: net.Socket, userTimeoutMs: number, onError?: (err: unknown) => void): void {
+  sock.setNoDelay(true);
+  sock.setKeepAlive(true, KEEPALIVE_IDLE_MS);
+  if (userTimeoutMs <= 0) return;
+  const fd = socketFd(sock);
+  if (fd < 0) return;
+  try {
+    setTcpUserTimeout(fd, userTimeoutMs);
+  } catch (err) {
+    onError?.(err);
+  }
 }
