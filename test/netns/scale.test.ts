@@ -151,12 +151,10 @@ if (mesh) {
 
     // Close all (half-close; the echo app ends its side in turn).
     const t2 = performance.now();
+    socks.forEach((s) => s.end());
     let closed = 0;
-    socks.forEach((s) => {
-      s.once('close', () => void (closed += 1));
-      s.end();
-    });
-    const allClosed = await waitUntil(() => closed === CONNS, 60_000, 200);
+    // Sockets a ztunnel reset earlier are closed already: count the state, not events.
+    const allClosed = await waitUntil(() => (closed = socks.filter((s) => s.closed).length) === CONNS, 60_000, 200);
     t.comment(`${closed}/${CONNS} closed in ${Math.round(performance.now() - t2)} ms; client errors: ${JSON.stringify(Object.fromEntries(errors))}`);
     t.ok(allClosed, 'every connection closed');
     t.equal(errors.size, 0, 'no client-side errors');
