@@ -49,3 +49,4 @@ export {
   shutdownWrite,
   getSocketError,
 } from './splice.js';
+export { type FdLimit, type FdLimitRaise, getFdLimit, raiseFdLimit } from './rlimit.js';

@@ -89,3 +89,11 @@ export function lastErrno(): number {
 export function strerror(errno: number): string {
   return strerrorC(errno) ?? `errno ${errno}`;
 }
+
+/** sys/resource.h: RLIMIT_NOFILE; struct rlimit is two rlim_t (unsigned 64-bit on Linux x86_64/arm64). */
+export const RLIMIT_NOFILE = 7;
+export const RLIMIT_BYTES = 16;
+
+export const getrlimit = libc.func('int getrlimit(int resource, _Out_ void *rlim)') as IntCall as (resource: number, rlim: Buffer) => number;
+
+export const setrlimit = libc.func('int setrlimit(int resource, const void *rlim)') as IntCall as (resource: number, rlim: Buffer) => number;

@@ -7,6 +7,7 @@
 import { App, VERSION } from './app.js';
 import { loadConfig } from './config/env.js';
 import { errorMessage } from './errors.js';
+import { raiseFdLimit } from '../native-shims/index.js';
 
 const USAGE = `ztunnel-ts ${VERSION} — a userspace ztunnel for the Istio ambient mesh
 
@@ -25,6 +26,18 @@ async function run(): Promise<number> {
   try {
     const config = loadConfig(process.env);
     app = new App(config);
+    // Two fds per proxied connection: the common soft default (1024) would cap us far below
+    // what the hard limit allows.
+    try {
+      const r = raiseFdLimit();
+      const fmt = (n: number): string | number => (n === Infinity ? 'unlimited' : n);
+      app.telemetry.log.info(
+        { scope: 'app', before: { soft: fmt(r.before.soft), hard: fmt(r.before.hard) }, after: { soft: fmt(r.after.soft), hard: fmt(r.after.hard) } },
+        r.raised ? 'raised the open-files limit (RLIMIT_NOFILE)' : 'open-files limit (RLIMIT_NOFILE) already at its hard limit',
+      );
+    } catch (err) {
+      app.telemetry.log.warn({ scope: 'app', error: errorMessage(err) }, 'could not raise the open-files limit (RLIMIT_NOFILE)');
+    }
     await app.start();
   } catch (err) {
     process.stderr.write(`ztunnel-ts: cannot start: ${errorMessage(err)}\n`);
