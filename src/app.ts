@@ -353,7 +353,7 @@ export class App {
       policies: state.config.policies,
       certificates: this.secrets.dump(),
       connections: this.tracker.dump(),
-      pool: { sessions: this.pool.sessionCount() },
+      pool: { sessions: this.pool.sessionCount(), failingFast: this.pool.unreachablePeers() },
       hboneServer: { sessions: this.hboneServer.sessionCount() },
       config: { ...this.config, originalSource: this.inboundTransparent },
       version: { component: 'ztunnel-ts', version: VERSION, node: process.version },

@@ -38,6 +38,11 @@ export const ERROR_CATALOGUE = {
     hboneStatus: 503,
     summary: 'HBONE connect timed out (maybe a NetworkPolicy is blocking HBONE port 15008)',
   },
+  ZT_ERR_PEER_UNREACHABLE: {
+    responseFlag: 'CONNECT',
+    hboneStatus: 503,
+    summary: 'the peer ztunnel did not answer recently; failing fast until the next attempt',
+  },
   ZT_ERR_TLS_HANDSHAKE: { responseFlag: 'TLS_FAILURE', hboneStatus: 503, summary: 'TLS handshake failed' },
   ZT_ERR_IDENTITY_MISMATCH: { responseFlag: 'IDENTITY_ERROR', hboneStatus: 503, summary: 'peer identity is not one of the expected identities' },
   ZT_ERR_H2: { responseFlag: 'H2_HANDSHAKE_FAILURE', hboneStatus: 503, summary: 'HTTP/2 failure' },

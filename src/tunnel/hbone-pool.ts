@@ -19,6 +19,15 @@
 // - A CONNECT with no response within connectTimeoutMs fails and marks its session unusable.
 // - An unusable session is closed (GOAWAY) once its last stream ends, or destroyed by its
 //   keepalive, which keeps running while streams remain, also after a GOAWAY either way.
+// - Fail fast (per destination ip:port, a circuit breaker): a peer that stopped answering
+//   (late PING, CONNECT timeout) is "suspect": a new session to it is a trial that callers
+//   wait for at most trialGraceMs (default 3 s, also the trial's own connect timeout) instead
+//   of CONNECT_TIMEOUT. A trial or any session creation that fails to reach the peer
+//   (timeout, refused, unreachable) puts it "down" for a backoff window (0.5 s doubling to
+//   2 s, ±20 % jitter) in which new connections fail at once (ZT_ERR_PEER_UNREACHABLE);
+//   the first one after the window starts the next trial. Any session that comes up clears
+//   it. So during a partition new connections fail within trialGraceMs (most at once), and
+//   after it heals the first trial succeeds: recovery within one backoff window, no restart.
 // Bounds (defaults = upstream ztunnel: PING after 10 s of silence, 20 s timeout): an open
 // stream across a partition ends at most keepaliveTimeoutMs (20 s) + timer slack after the
 // peer's last byte, by the PING keepalive; independently, TCP_USER_TIMEOUT (20 s) makes the
@@ -71,6 +80,54 @@ export interface PoolOptions {
   probeTimeoutMs?: number;
   /** TCP_USER_TIMEOUT of HBONE sockets; 0 = kernel default. Default 20 s. */
   tcpUserTimeoutMs?: number;
+  /** How long callers wait for a trial session to a suspect peer (and the trial's connect timeout). Default 3 s. */
+  trialGraceMs?: number;
+  /** Backoff of a peer found unreachable: first window, and the cap. Default 500 ms / 2 s. */
+  peerBackoffBaseMs?: number;
+  peerBackoffMaxMs?: number;
+}
+
+export const TRIAL_GRACE_MS = 3_000;
+export const PEER_BACKOFF_BASE_MS = 500;
+export const PEER_BACKOFF_MAX_MS = 2_000;
+
+/** A destination that stopped answering (see "Fail fast" above). */
+interface SuspectPeer {
+  /** Consecutive failures to reach it (0: suspect only, the next session is a trial). */
+  failures: number;
+  /** New connections fail at once until then. */
+  retryAt: number;
+  lastError: string;
+}
+
+interface Creation {
+  promise: Promise<PooledSession>;
+  startedAt: number;
+}
+
+const TIMED_OUT = Symbol('timed out');
+
+/** The promise's value or error, or TIMED_OUT after ms (the promise goes on). */
+function within<T>(p: Promise<T>, ms: number): Promise<T | Error | typeof TIMED_OUT> {
+  if (ms <= 0) return Promise.resolve(TIMED_OUT);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(TIMED_OUT), ms);
+    p.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        resolve(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}
+
+/** Errors that say the peer could not be reached at all (not a TLS or identity problem). */
+function isUnreachable(err: unknown): boolean {
+  return err instanceof ZtError && (err.code === 'ZT_ERR_HBONE_CONNECT_TIMEOUT' || err.code === 'ZT_ERR_CONNECT_FAILED');
 }
 
 export const PROBE_AFTER_MS = 1_000;
@@ -79,6 +136,8 @@ export const HBONE_TCP_USER_TIMEOUT_MS = 20_000;
 
 interface PooledSession {
   key: string;
+  /** The peer's ip:port. */
+  dst: string;
   session: http2.ClientHttp2Session;
   active: number;
   lastUsed: number;
@@ -125,7 +184,9 @@ export class SecureContextCache {
 export class HbonePool {
   private readonly opts: PoolOptions;
   private readonly sessions = new Map<string, PooledSession[]>();
-  private readonly creating = new Map<string, Promise<PooledSession>>();
+  private readonly creating = new Map<string, Creation>();
+  /** Destinations (ip:port) that stopped answering; absent = healthy. */
+  private readonly suspects = new Map<string, SuspectPeer>();
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
   /** Shared TLS contexts (one per local identity); public for tests and config_dump. */
@@ -185,7 +246,7 @@ export class HbonePool {
         done();
         stream.close(http2.constants.NGHTTP2_CANCEL);
         // A peer that does not answer one CONNECT gets no more of them on this session.
-        this.markUnhealthy(pooled);
+        this.markUnhealthy(pooled, `no response to a CONNECT within ${this.opts.connectTimeoutMs}ms`);
         reject(new ZtError('ZT_ERR_HBONE_STATUS', `no HBONE response within ${this.opts.connectTimeoutMs}ms`));
       }, this.opts.connectTimeoutMs);
       const onUnhealthy = (): void => {
@@ -258,7 +319,8 @@ export class HbonePool {
    * The peer looks silent: no new streams here, CONNECTs still waiting move to another session,
    * and the session is closed once its running streams end (or destroyed by its keepalive).
    */
-  private markUnhealthy(p: PooledSession): void {
+  private markUnhealthy(p: PooledSession, why: string): void {
+    this.peerSuspect(p.dst, why);
     this.evict(p);
     for (const notify of [...p.waiting]) notify();
     p.waiting.clear();
@@ -273,26 +335,76 @@ export class HbonePool {
   /** A session of this key with a free stream slot, reserved for the caller (active += 1). */
   private async checkout(target: HboneTarget): Promise<PooledSession> {
     const key = HbonePool.keyOf(target);
+    const dst = formatHostPort(target.dst.ip, target.dst.port);
     for (;;) {
       const free = this.findFree(key);
       if (free) return this.reserve(free);
-      const pending = this.creating.get(key);
-      if (pending) {
-        // Someone is creating a session for this key: wait for it, then re-check capacity.
-        const created = await pending.catch((err: unknown) => err as Error);
-        if (this.creating.get(key) === pending) this.creating.delete(key);
-        // Every waiter of a failed attempt fails with it, instead of retrying one by one.
-        if (created instanceof Error) throw created;
-        continue;
-      }
-      const creation = this.createSession(key, target);
-      this.creating.set(key, creation);
-      try {
-        return this.reserve(await creation);
-      } finally {
-        if (this.creating.get(key) === creation) this.creating.delete(key);
-      }
+      const suspect = this.suspects.get(dst);
+      if (suspect && Date.now() < suspect.retryAt) throw this.unreachable(dst, suspect, `next attempt in ${suspect.retryAt - Date.now()}ms`);
+      // Concurrent requesters for one key share one creation (no storms).
+      const creation = this.creating.get(key) ?? this.startCreation(key, dst, target, suspect !== undefined);
+      const outcome = suspect
+        ? await within(creation.promise, creation.startedAt + this.trialGraceMs - Date.now())
+        : await creation.promise.catch((err: unknown) => err as Error);
+      if (outcome === TIMED_OUT) throw this.unreachable(dst, suspect as SuspectPeer, 'still trying to reach it');
+      // Every waiter of a failed attempt fails with it, instead of retrying one by one.
+      if (outcome instanceof Error) throw outcome;
+      // Created and pooled: loop to take a slot on it (or on another, if it is full already).
     }
+  }
+
+  private get trialGraceMs(): number {
+    return this.opts.trialGraceMs ?? TRIAL_GRACE_MS;
+  }
+
+  private startCreation(key: string, dst: string, target: HboneTarget, trial: boolean): Creation {
+    const timeoutMs = trial ? Math.min(this.trialGraceMs, this.opts.connectTimeoutMs) : this.opts.connectTimeoutMs;
+    const promise = this.createSession(key, target, timeoutMs).then(
+      (p) => {
+        this.suspects.delete(dst);
+        return p;
+      },
+      (err: unknown) => {
+        if (isUnreachable(err)) this.peerFailed(dst, err as ZtError);
+        throw err;
+      },
+    );
+    const creation: Creation = { promise, startedAt: Date.now() };
+    this.creating.set(key, creation);
+    // Also the rejection handler of a trial nobody waits for any more.
+    promise.then(
+      () => this.creating.get(key) === creation && this.creating.delete(key),
+      () => this.creating.get(key) === creation && this.creating.delete(key),
+    );
+    return creation;
+  }
+
+  /** The peer could not be reached: down for the next backoff window. */
+  private peerFailed(dst: string, err: ZtError): void {
+    const prev = this.suspects.get(dst);
+    const failures = (prev?.failures ?? 0) + 1;
+    const base = this.opts.peerBackoffBaseMs ?? PEER_BACKOFF_BASE_MS;
+    const max = this.opts.peerBackoffMaxMs ?? PEER_BACKOFF_MAX_MS;
+    const window = Math.min(max, base * 2 ** (failures - 1)) * (0.8 + 0.4 * Math.random());
+    this.suspects.set(dst, { failures, retryAt: Date.now() + Math.round(window), lastError: err.message });
+  }
+
+  /** The peer stopped answering on a live session: its next session is a trial. */
+  private peerSuspect(dst: string, why: string): void {
+    if (!this.suspects.has(dst)) this.suspects.set(dst, { failures: 0, retryAt: 0, lastError: why });
+  }
+
+  private unreachable(dst: string, s: SuspectPeer, when: string): ZtError {
+    return new ZtError(
+      'ZT_ERR_PEER_UNREACHABLE',
+      `peer ${dst} is not answering (${s.failures} failed attempt${s.failures === 1 ? '' : 's'}, last: ${s.lastError}); ${when}`,
+    );
+  }
+
+  /** Destinations currently failing fast (config_dump). */
+  unreachablePeers(): { peer: string; failures: number; retryInMs: number; lastError: string }[] {
+    const now = Date.now();
+    return [...this.suspects].map(([peer, s]) => ({ peer, failures: s.failures, retryInMs: Math.max(0, s.retryAt - now), lastError: s.lastError }));
   }
 
   private findFree(key: string): PooledSession | undefined {
@@ -310,7 +422,7 @@ export class HbonePool {
     return p;
   }
 
-  private createSession(key: string, target: HboneTarget): Promise<PooledSession> {
+  private createSession(key: string, target: HboneTarget, timeoutMs: number): Promise<PooledSession> {
     const { tuning } = this.opts;
     return new Promise<PooledSession>((resolve, reject) => {
       let secureContext: tls.SecureContext;
@@ -323,12 +435,17 @@ export class HbonePool {
       const raw = createUpstreamSocket(target.dst.ip, {
         sourceIp: target.sourceIp,
         mark: this.opts.mark,
-        timeoutMs: this.opts.connectTimeoutMs,
+        timeoutMs,
         onSpoofFailure: this.opts.onSpoofFailure,
         allowHalfOpen: false,
       });
       raw.setNoDelay(true);
-      raw.once('connect', () => setCarrierLiveness(raw, this.opts.tcpUserTimeoutMs ?? HBONE_TCP_USER_TIMEOUT_MS));
+      // Once TCP is up the peer is reachable: a later failure is a TLS/HTTP/2 one, not "unreachable".
+      let tcpUp = false;
+      raw.once('connect', () => {
+        tcpUp = true;
+        setCarrierLiveness(raw, this.opts.tcpUserTimeoutMs ?? HBONE_TCP_USER_TIMEOUT_MS);
+      });
       raw.connect({ host: target.dst.ip, port: target.dst.port });
       const sock = tls.connect({
         socket: raw,
@@ -353,13 +470,13 @@ export class HbonePool {
         fail(
           new ZtError(
             'ZT_ERR_HBONE_CONNECT_TIMEOUT',
-            `HBONE connect to ${formatHostPort(target.dst.ip, target.dst.port)} timed out after ${this.opts.connectTimeoutMs}ms (maybe a NetworkPolicy is blocking HBONE port ${target.dst.port})`,
+            `HBONE connect to ${formatHostPort(target.dst.ip, target.dst.port)} timed out after ${timeoutMs}ms (maybe a NetworkPolicy is blocking HBONE port ${target.dst.port})`,
           ),
         );
-      }, this.opts.connectTimeoutMs);
+      }, timeoutMs);
       sock.once('error', (err: Error & { code?: string }) => {
         if (err instanceof ZtError) return fail(err);
-        const handshake = raw.readyState === 'open' || err.code?.startsWith('ERR_TLS') || err.code?.startsWith('ERR_SSL');
+        const handshake = tcpUp || err.code?.startsWith('ERR_TLS') || err.code?.startsWith('ERR_SSL');
         fail(
           new ZtError(
             handshake ? 'ZT_ERR_TLS_HANDSHAKE' : 'ZT_ERR_CONNECT_FAILED',
@@ -384,12 +501,12 @@ export class HbonePool {
         sock.once('close', () => {
           if (!session.destroyed) session.destroy(new Error('HBONE connection closed by the peer'));
         });
-        const pooled: PooledSession = { key, session, active: 0, lastUsed: Date.now(), usable: true, keepalive: undefined, waiting: new Set() };
+        const pooled: PooledSession = { key, dst: formatHostPort(target.dst.ip, target.dst.port), session, active: 0, lastUsed: Date.now(), usable: true, keepalive: undefined, waiting: new Set() };
         pooled.keepalive = startKeepalive(session, {
           intervalMs: this.opts.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS,
           timeoutMs: this.opts.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS,
           lateMs: this.opts.probeTimeoutMs ?? PROBE_TIMEOUT_MS,
-          onLate: () => this.markUnhealthy(pooled),
+          onLate: () => this.markUnhealthy(pooled, 'a PING went unanswered'),
           bytesRead: () => raw.bytesRead,
         });
         const evict = (): void => this.evict(pooled);

@@ -34,6 +34,11 @@ interface Peer {
   /** Relay connections (client side ⇄ server side), oldest first. */
   links: { client: net.Socket; server: net.Socket; frozen: boolean }[];
   freeze(i: number): void;
+  /** A partition: every link frozen, new TCP connections accepted but never forwarded. */
+  partition(): void;
+  /** The partition heals: new connections are forwarded again (frozen links stay dead). */
+  heal(): void;
+  partitioned: boolean;
 }
 
 /** A fake peer ztunnel: TLS 1.3 + h2 server, behind a freezable relay. */
@@ -52,6 +57,14 @@ async function startPeer(t: Test): Promise<Peer> {
     mode: 'echo',
     sessions: [],
     links: [],
+    partitioned: false,
+    partition() {
+      peer.partitioned = true;
+      peer.links.forEach((l, i) => l.frozen || peer.freeze(i));
+    },
+    heal() {
+      peer.partitioned = false;
+    },
     freeze(i) {
       const link = peer.links[i];
       if (!link) throw new Error(`no link ${i}`);
@@ -80,8 +93,14 @@ async function startPeer(t: Test): Promise<Peer> {
     peer.links.push(link);
     client.on('error', () => undefined);
     upstream.on('error', () => undefined);
-    client.pipe(upstream);
-    upstream.pipe(client);
+    if (peer.partitioned) {
+      link.frozen = true;
+      client.pause();
+      upstream.pause();
+    } else {
+      client.pipe(upstream);
+      upstream.pipe(client);
+    }
     // A frozen link never forwards a close either: that is the point of freezing it.
     client.on('close', () => link.frozen || upstream.destroy());
     upstream.on('close', () => link.frozen || client.destroy());
@@ -369,4 +388,66 @@ t.test('tcp-connect errors bracket IPv6 addresses', async (t) => {
   );
   t.ok(err instanceof ZtError);
   t.match((err as Error).message, `connect to [::1]:${port} failed`);
+});
+
+t.test('(f) partition: new connections fail fast instead of waiting CONNECT_TIMEOUT; after healing they work again', async (t) => {
+  const peer = await startPeer(t);
+  const pool = newPool(t, { connectTimeoutMs: 8_000, trialGraceMs: 1_000, peerBackoffBaseMs: 400, peerBackoffMaxMs: 800 });
+  const open = await connect(pool, peer.port);
+  t.equal(await echoOnce(open, 'before'), 'before');
+  await sleep(400); // the session is quiet now
+  peer.partition();
+  // First: the probe finds the session silent (500 ms), the retry's trial session gets 1 s.
+  let started = Date.now();
+  const e1 = await connect(pool, peer.port).then(
+    () => new Error('connected across a partition'),
+    (e: unknown) => e as Error,
+  );
+  const firstMs = Date.now() - started;
+  t.ok(e1 instanceof ZtError, `failed with ${e1.message}`);
+  t.ok(firstMs < 3_000, `first new connection failed after ${firstMs}ms (CONNECT_TIMEOUT 8000ms)`);
+  // Later ones, during the backoff window or while a trial is pending: at once.
+  const fast: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    started = Date.now();
+    const e = await connect(pool, peer.port).then(
+      () => undefined,
+      (err: unknown) => err as ZtError,
+    );
+    fast.push(Date.now() - started);
+    t.ok(e instanceof ZtError, `attempt ${i} during the partition fails (${e?.code ?? 'connected!'})`);
+    await sleep(150);
+  }
+  t.ok(fast.filter((ms) => ms < 100).length >= 3, `most fail at once during the partition: ${fast.join(', ')} ms`);
+  t.match(JSON.stringify(pool.unreachablePeers()), /127\.0\.0\.1/, 'config_dump lists the peer as failing fast');
+  peer.heal();
+  const healedAt = Date.now();
+  let stream: http2.ClientHttp2Stream | undefined;
+  while (!stream && Date.now() - healedAt < 5_000) {
+    stream = await connect(pool, peer.port).catch(() => undefined);
+    if (!stream) await sleep(100);
+  }
+  const recoverMs = Date.now() - healedAt;
+  t.ok(stream, `a new connection works ${recoverMs}ms after healing (no restart)`);
+  t.ok(recoverMs < 3_000, `recovered within the backoff cap + a handshake (${recoverMs}ms)`);
+  if (stream) t.equal(await echoOnce(stream, 'after'), 'after');
+  t.same(pool.unreachablePeers(), [], 'no longer failing fast');
+  stream?.close();
+  open.destroy();
+});
+
+t.test('(g) a peer that never accepts: the first connect waits CONNECT_TIMEOUT, the next ones fail fast', async (t) => {
+  const peer = await startPeer(t);
+  peer.partition();
+  const pool = newPool(t, { connectTimeoutMs: 1_500, trialGraceMs: 1_000, peerBackoffBaseMs: 2_000, peerBackoffMaxMs: 2_000 });
+  let started = Date.now();
+  const e1 = await connect(pool, peer.port).catch((e: unknown) => e as ZtError);
+  const firstMs = Date.now() - started;
+  t.equal((e1 as ZtError).code, 'ZT_ERR_HBONE_CONNECT_TIMEOUT');
+  t.ok(firstMs >= 1_400, `the first waits the connect timeout (${firstMs}ms)`);
+  started = Date.now();
+  const e2 = await connect(pool, peer.port).catch((e: unknown) => e as ZtError);
+  t.equal((e2 as ZtError).code, 'ZT_ERR_PEER_UNREACHABLE');
+  t.ok(Date.now() - started < 100, `the next fails at once (${Date.now() - started}ms)`);
+  t.match((e2 as ZtError).message, /not answering \(1 failed attempt, last: HBONE connect to 127\.0\.0\.1:\d+ timed out/);
 });
