@@ -12,7 +12,8 @@
 // destroys it:
 // - Health probe: a stream requested on a session that has heard nothing from the peer for
 //   more than probeAfterMs (default 1 s; any byte read or PING reply counts) sends one PING
-//   along with the CONNECT (no added latency). Any PING, probe or keepalive, that stays
+//   along with the CONNECT (no added latency), and so does a CONNECT still unanswered
+//   probeAfterMs later. Any PING, probe or keepalive, that stays
 //   unanswered for probeTimeoutMs (default 2 s) with nothing else heard marks the session
 //   unusable, and the CONNECTs still waiting for a response on it are cancelled and retried
 //   once on another session (safe: no byte of theirs has been relayed yet).
@@ -233,10 +234,14 @@ export class HbonePool {
     // time, also between the response and the caller's own listener.
     stream.on('error', () => undefined);
     stream.once('close', () => this.release(pooled));
-    // Health probe: a session that has been quiet gets a PING along with this CONNECT.
+    // Health probe: a session that has been quiet gets a PING along with this CONNECT; and
+    // if the answer is still missing after probeAfterMs, the peer has been quiet that long
+    // by then (e.g. a partition that began just before the CONNECT): probe again.
     pooled.keepalive?.probe(this.probeAfterMs);
+    const reprobe = setTimeout(() => pooled.keepalive?.probe(this.probeAfterMs), this.probeAfterMs + 10);
     return new Promise<http2.ClientHttp2Stream | typeof RETRY>((resolve, reject) => {
       const done = (): void => {
+        clearTimeout(reprobe);
         clearTimeout(timer);
         pooled.waiting.delete(onUnhealthy);
         stream.removeListener('error', onError);
@@ -502,6 +507,15 @@ export class HbonePool {
           if (!session.destroyed) session.destroy(new Error('HBONE connection closed by the peer'));
         });
         const pooled: PooledSession = { key, dst: formatHostPort(target.dst.ip, target.dst.port), session, active: 0, lastUsed: Date.now(), usable: true, keepalive: undefined, waiting: new Set() };
+        // Lost without a GOAWAY (the peer process died: RST; or TCP_USER_TIMEOUT): the next
+        // session to it is a trial. Our own closes never show up as a socket error.
+        const onLost = (err: NodeJS.ErrnoException): void => {
+          if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || err.code === 'ETIMEDOUT') this.peerSuspect(pooled.dst, `HBONE connection lost (${err.code})`);
+        };
+        // The error may surface on the TCP socket, the TLS socket or the session.
+        raw.on('error', onLost);
+        sock.on('error', onLost);
+        session.on('error', onLost);
         pooled.keepalive = startKeepalive(session, {
           intervalMs: this.opts.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS,
           timeoutMs: this.opts.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS,
@@ -510,8 +524,18 @@ export class HbonePool {
           bytesRead: () => raw.bytesRead,
         });
         const evict = (): void => this.evict(pooled);
-        session.once('goaway', evict);
-        session.once('close', evict);
+        let goaway = false;
+        session.once('goaway', () => {
+          goaway = true;
+          evict();
+        });
+        session.once('close', () => {
+          // Still in service (we neither released nor gave up on it), no GOAWAY, pool open:
+          // the peer went away without a word (its process died, the link broke). Its next
+          // session is a trial.
+          if (pooled.usable && !goaway && !this.closed) this.peerSuspect(pooled.dst, 'HBONE connection ended without a GOAWAY');
+          evict();
+        });
         session.on('error', evict);
         session.once('connect', () => {
           if (settled) return;

@@ -28,9 +28,13 @@ const CONNECT_TIMEOUT_MS = 10_000;
 /** Upstream's HTTP/2 keepalive: PING every 10 s, dead after 20 s without the reply; a tick of slack. */
 const KEEPALIVE_BOUND_MS = 10_000 + 20_000 + 10_000;
 
-// Measured on this branch: a new connection fails only at CONNECT_TIMEOUT, both on the
-// blackholed link and with the peer ztunnel dead (see the comments printed for the cause).
-const FAIL_FAST_TODO = 'new connections still wait for CONNECT_TIMEOUT (issue 8 item 5)';
+/**
+ * "Fail fast" (src/tunnel/hbone-pool.ts): the first new connection after the peer went
+ * silent finds out within probeAfter (1 s) + probe timeout (2 s) + trial grace (3 s) = 6 s,
+ * plus slack for this shared machine; the ones after it fail at once (backoff window).
+ */
+const FIRST_FAIL_BOUND_MS = 8_000;
+const LATER_FAIL_BOUND_MS = 3_500;
 
 const mesh = prepareMeshSuite(t, 'zf', { ztunnelEnv: { CONNECT_TIMEOUT: `${CONNECT_TIMEOUT_MS}ms` } });
 
@@ -113,7 +117,7 @@ if (mesh) {
     t.comment(`new connection 0 s into the partition: ${early.how} after ${early.ms} ms; ztunnel 1: ${lastError()}`);
     t.notOk(early.ok, 'no echo across the partition');
     t.ok(early.ms <= CONNECT_TIMEOUT_MS + 3000, `fails by CONNECT_TIMEOUT, does not hang (${early.ms} ms)`);
-    t.ok(early.ms < CONNECT_TIMEOUT_MS / 2, `fails fast: ${early.ms} ms < ${CONNECT_TIMEOUT_MS / 2} ms (CONNECT_TIMEOUT ${CONNECT_TIMEOUT_MS} ms)`, { todo: FAIL_FAST_TODO });
+    t.ok(early.ms < FIRST_FAIL_BOUND_MS, `fails fast: ${early.ms} ms < ${FIRST_FAIL_BOUND_MS} ms (CONNECT_TIMEOUT ${CONNECT_TIMEOUT_MS} ms)`);
 
     const end = await Promise.race([transfer.ended, new Promise<undefined>((r) => setTimeout(r, KEEPALIVE_BOUND_MS + 5000))]);
     const endMs = end === undefined ? undefined : Math.round(end.at - cutAt);
@@ -125,7 +129,7 @@ if (mesh) {
     t.comment(`new connection after the open one ended: ${late.how} after ${late.ms} ms; ztunnel 1: ${lastError()}`);
     t.notOk(late.ok, 'still no echo across the partition');
     t.ok(late.ms <= CONNECT_TIMEOUT_MS + 3000, `fails by CONNECT_TIMEOUT, does not hang (${late.ms} ms)`);
-    t.ok(late.ms < CONNECT_TIMEOUT_MS / 2, `fails fast: ${late.ms} ms < ${CONNECT_TIMEOUT_MS / 2} ms`, { todo: FAIL_FAST_TODO });
+    t.ok(late.ms < LATER_FAIL_BOUND_MS, `fails fast: ${late.ms} ms < ${LATER_FAIL_BOUND_MS} ms (a trial at most)`);
 
     const pids = [...mesh.ztunnels.values()].map((z) => z.child.pid);
     const healAt = performance.now();
@@ -168,7 +172,9 @@ if (mesh) {
     t.comment(`new connection while ztunnel 2 is down: ${during.how} after ${during.ms} ms; ztunnel 1: ${lastError()}`);
     t.notOk(during.ok, 'no echo while the peer is dead');
     t.ok(during.ms <= CONNECT_TIMEOUT_MS + 3000, `fails by CONNECT_TIMEOUT, does not hang (${during.ms} ms)`);
-    t.ok(during.ms < CONNECT_TIMEOUT_MS / 2, `fails fast (${during.ms} ms; the peer's kernel should refuse the connect)`, { todo: FAIL_FAST_TODO });
+    // The peer's netns still TPROXYs 15008 to a port nobody listens on: the SYN is dropped,
+    // never refused. The reset of the lost session made the peer suspect: a trial at most.
+    t.ok(during.ms < LATER_FAIL_BOUND_MS, `fails fast (${during.ms} ms < ${LATER_FAIL_BOUND_MS} ms)`);
 
     const startAt = performance.now();
     const z = await mesh.restartZtunnel(WORKER2);
