@@ -19,7 +19,7 @@ function seedFor(): number {
   return fixedSeed ?? (Date.now() ^ (process.pid << 8)) | 0;
 }
 
-function report(t: Test, name: string, numRuns: number, details: fc.RunDetails<unknown>): void {
+function report<Ts>(t: Test, name: string, numRuns: number, details: fc.RunDetails<Ts>): void {
   const replay = `FUZZ_SEED=${details.seed}${details.counterexamplePath ? ` FUZZ_PATH=${details.counterexamplePath}` : ''}`;
   if (details.failed) {
     const input = fc.stringify(details.counterexample);
