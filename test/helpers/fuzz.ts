@@ -1,7 +1,8 @@
 // Seeded property runs for the fuzz tests (test/unit/fuzz-*.test.ts), on fast-check.
 // Every run prints its seed; a failure prints the seed, the path and the shrunk input, and
-//   FUZZ_SEED=<seed> FUZZ_PATH=<path> npx tap test/unit/fuzz-x.test.ts
-// replays exactly that input. FUZZ_RUNS=<n> multiplies the default number of inputs
+//   FUZZ_ONLY='<property>' FUZZ_SEED=<seed> FUZZ_PATH=<path> npx tap test/unit/fuzz-x.test.ts
+// replays exactly that input (FUZZ_ONLY skips the file's other properties; FUZZ_SEED alone
+// reruns every property of the file with that seed). FUZZ_RUNS=<n> multiplies the default number of inputs
 // (FUZZ_RUNS=10 runs ten times as many); the defaults keep all fuzz files together near 15 s.
 import fc from 'fast-check';
 import { performance } from 'node:perf_hooks';
@@ -10,6 +11,7 @@ import type { Test } from 'tap';
 const scale = Number(process.env.FUZZ_RUNS ?? '1');
 const fixedSeed = process.env.FUZZ_SEED === undefined ? undefined : Number(process.env.FUZZ_SEED);
 const replayPath = process.env.FUZZ_PATH;
+const only = process.env.FUZZ_ONLY;
 
 export function runsFor(defaultRuns: number): number {
   return Math.max(1, Math.round(defaultRuns * (Number.isFinite(scale) && scale > 0 ? scale : 1)));
@@ -20,7 +22,7 @@ function seedFor(): number {
 }
 
 function report<Ts>(t: Test, name: string, numRuns: number, details: fc.RunDetails<Ts>): void {
-  const replay = `FUZZ_SEED=${details.seed}${details.counterexamplePath ? ` FUZZ_PATH=${details.counterexamplePath}` : ''}`;
+  const replay = `FUZZ_ONLY='${name}' FUZZ_SEED=${details.seed}${details.counterexamplePath ? ` FUZZ_PATH=${details.counterexamplePath}` : ''}`;
   if (details.failed) {
     const input = fc.stringify(details.counterexample);
     const why = details.errorInstance instanceof Error ? details.errorInstance.stack ?? details.errorInstance.message : String(details.errorInstance);
@@ -35,6 +37,7 @@ function report<Ts>(t: Test, name: string, numRuns: number, details: fc.RunDetai
  * counts as a failure and is shrunk like any other).
  */
 export function fuzz<T>(t: Test, name: string, arb: fc.Arbitrary<T>, check: (input: T) => void, opts: { runs: number; perInputMs?: number }): void {
+  if (only !== undefined && only !== name) return void t.pass(`${name}: not run (FUZZ_ONLY)`);
   const numRuns = runsFor(opts.runs);
   const limit = opts.perInputMs ?? 1000;
   const property = fc.property(arb, (input) => {
@@ -55,6 +58,7 @@ export async function fuzzAsync<T>(
   check: (input: T) => Promise<void>,
   opts: { runs: number; perInputMs?: number },
 ): Promise<void> {
+  if (only !== undefined && only !== name) return void t.pass(`${name}: not run (FUZZ_ONLY)`);
   const numRuns = runsFor(opts.runs);
   const property = fc.asyncProperty(arb, check);
   const details = await fc.check(property, { seed: seedFor(), numRuns, path: replayPath, timeout: opts.perInputMs ?? 5000, endOnFailure: false });

@@ -31,7 +31,11 @@ const host = fc.oneof(
   fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF:.[]%'), maxLength: 45 }),
   fc.string({ unit: fc.constantFrom(...'0123456789abcdefABCDEF:.'), maxLength: 45 }).map((s) => `[${s}]`),
 );
-const port = fc.oneof(fc.integer({ min: 0, max: 70000 }).map(String), fc.string({ unit: fc.constantFrom(...'0123456789+- x'), maxLength: 7 }));
+const port = fc.oneof(
+  fc.integer({ min: 0, max: 70000 }).map(String),
+  fc.constantFrom('0', '00080', '65535', '65536', '99999', '100000', '080', ''), // the edges
+  fc.string({ unit: fc.constantFrom(...'0123456789+- x'), maxLength: 7 }),
+);
 const authorityText = fc.oneof(fc.tuple(host, port).map(([h, p]) => `${h}:${p}`), fc.string({ maxLength: 60 }), fc.string({ unit: 'binary', maxLength: 30 }));
 
 t.test('CONNECT authority: accepted exactly when it is ip:port, and canonical', async (t) => {
