@@ -34,12 +34,14 @@ function report<Ts>(t: Test, name: string, numRuns: number, details: fc.RunDetai
 
 /**
  * Runs a synchronous property; each input must also finish within `perInputMs` (a slow input
- * counts as a failure and is shrunk like any other).
+ * counts as a failure and is shrunk like any other). The bounds are generous (seconds for
+ * inputs that take microseconds) because the machine is shared: they catch blow-ups, not jitter.
+ * A synchronous endless loop cannot be interrupted in-process; tap's file timeout ends that.
  */
 export function fuzz<T>(t: Test, name: string, arb: fc.Arbitrary<T>, check: (input: T) => void, opts: { runs: number; perInputMs?: number }): void {
   if (only !== undefined && only !== name) return void t.pass(`${name}: not run (FUZZ_ONLY)`);
   const numRuns = runsFor(opts.runs);
-  const limit = opts.perInputMs ?? 1000;
+  const limit = opts.perInputMs ?? 2000;
   const property = fc.property(arb, (input) => {
     const t0 = performance.now();
     check(input);
