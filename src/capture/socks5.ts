@@ -96,7 +96,13 @@ export function handleSocks5(
     onError('SOCKS5 handshake timed out');
     socket.destroy();
   });
+  // After a failure the handshake is over: later bytes must not be parsed (and reported) again.
+  const stop = (): void => {
+    socket.removeListener('data', onData);
+    socket.setTimeout(0);
+  };
   const bail = (code: number, reason: string): void => {
+    stop();
     onError(reason);
     closeAfterReply(socket, code);
   };
@@ -108,6 +114,7 @@ export function handleSocks5(
       if (g.kind === 'error') return bail(g.reply, g.reason);
       if (g.kind !== 'greeting') return;
       if (!g.noAuth) {
+        stop();
         onError('client offers no supported authentication method');
         socket.end(Buffer.from([5, 0xff]));
         setTimeout(() => socket.destroy(), 1000).unref();
@@ -121,8 +128,7 @@ export function handleSocks5(
     if (r.kind === 'more') return;
     if (r.kind === 'error') return bail(r.reply, r.reason);
     if (r.kind !== 'request') return;
-    socket.removeListener('data', onData);
-    socket.setTimeout(0);
+    stop();
     socket.pause();
     const rest = buf.subarray(r.consumed);
     if (rest.length) socket.unshift(rest);

@@ -34,8 +34,12 @@ const DEFAULT_SERVICE_ACCOUNT = 'default';
 const DEFAULT_UID_CLUSTER = 'cluster1';
 const DEFAULT_HBONE_MTLS_PORT = 15008;
 const MAX_U32 = 2 ** 32 - 1;
-// Aliases are expanded while walking; this bounds "billion laughs" documents.
+// Aliases are expanded while walking; this bounds "billion laughs" documents. (yaml's own
+// maxAliasCount guards toJS() only, which this loader never calls: the walk below is the guard.)
 const MAX_ALIAS_NODES = 100_000;
+// A real config nests about ten levels (policies → rules → clauses → matches → lists). A bound
+// far above that keeps the recursive walk and validation below off the end of the stack.
+const MAX_DEPTH = 100;
 
 // ------------------------------------------------------------------ YAML → plain tree
 
@@ -66,7 +70,11 @@ interface YScalar {
 class TreeBuilder {
   private expanded = 0;
   private aliasDepth = 0;
+  private depth = 0;
   private readonly open = new Set<unknown>();
+  // yaml's Alias.resolve() searches the whole document on every call; a document that
+  // expands one alias node many times (an alias of a list of aliases) must search once per node.
+  private readonly targets = new Map<unknown, unknown>();
   constructor(
     private readonly doc: Document,
     private readonly lines: LineCounter,
@@ -75,11 +83,15 @@ class TreeBuilder {
 
   build(node: unknown, fallbackLine: number): YNode {
     if (this.aliasDepth > 0 && ++this.expanded > MAX_ALIAS_NODES) {
-      this.fail(fallbackLine, `aliases expand to more than ${MAX_ALIAS_NODES} nodes`);
+      this.fail(fallbackLine, `aliases expand to more than ${MAX_ALIAS_NODES} nodes (an alias bomb?)`);
     }
     if (node === null || node === undefined) return { kind: 'scalar', line: fallbackLine, value: null, tag: undefined };
     if (isAlias(node)) {
-      const target = node.resolve(this.doc);
+      let target = this.targets.get(node);
+      if (target === undefined) {
+        target = node.resolve(this.doc);
+        this.targets.set(node, target);
+      }
       const line = this.lineOf(node, fallbackLine);
       if (this.open.has(target)) this.fail(line, `alias '*${node.source}' refers to itself`);
       this.aliasDepth++;
@@ -89,10 +101,13 @@ class TreeBuilder {
         this.aliasDepth--;
       }
     }
+    if (this.depth >= MAX_DEPTH) this.fail(this.lineOf(node, fallbackLine), `nesting is deeper than ${MAX_DEPTH} levels`);
     this.open.add(node);
+    this.depth++;
     try {
       return this.buildNode(node, fallbackLine);
     } finally {
+      this.depth--;
       this.open.delete(node);
     }
   }
@@ -684,7 +699,10 @@ export function parseLocalConfig(text: string, source: string): LocalConfig {
     const summary =
       error.code === 'MULTIPLE_DOCS'
         ? 'a local config holds exactly one YAML document (found a second one)'
-        : (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
+        : error.code === 'RESOURCE_EXHAUSTION'
+          ? // yaml reports its own stack overflow on deeply nested text this way.
+            `nesting is too deep (at most ${MAX_DEPTH} levels are accepted)`
+          : (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '');
     throw new ZtError('ZT_ERR_CONFIG_INVALID', `${source}: invalid YAML${where}: ${summary}`);
   }
   const tree = new TreeBuilder(doc, lines, (line, problem) => parser.fail('', line, problem)).build(doc.contents, 1);

@@ -19,6 +19,7 @@ import {
   twoNodeYaml,
   type TestZtunnel,
 } from '../helpers/mesh.js';
+import { within } from '../helpers/within.js';
 
 const echo = await startEcho('127.0.2.2');
 const legacyEcho = await startEcho('127.0.2.3', 'double');
@@ -74,9 +75,32 @@ t.test('a TCP (non-mesh) workload gets plain TCP, with port translation', async 
 });
 
 t.test('unknown destination passes through', async (t) => {
-  const outside = await startEcho('127.0.3.9');
-  t.teardown(() => outside.server.close());
-  t.equal(await roundTrip(a, '127.0.1.2', '127.0.3.9', outside.port, 'pass'), 'pass');
+  // A real listener outside the mesh that records what it receives and answers with something
+  // only it can produce: the test fails if passthrough is broken (refused, dropped or rerouted).
+  const received: string[] = [];
+  const peers: string[] = [];
+  const outside = net.createServer({ allowHalfOpen: true }, (c) => {
+    peers.push(`${c.remoteAddress}:${c.remotePort}`);
+    c.on('error', () => undefined);
+    const parts: Buffer[] = [];
+    c.on('data', (d: Buffer) => parts.push(d));
+    c.on('end', () => {
+      const got = Buffer.concat(parts).toString();
+      received.push(got);
+      c.end(`outside got ${got.length} bytes: ${got}`);
+    });
+  });
+  await new Promise<void>((r) => outside.listen(0, '127.0.3.9', () => r()));
+  t.teardown(() => outside.close());
+  const { port } = outside.address() as net.AddressInfo;
+  const msg = `pass-${process.pid}`;
+  const answer = await within(10_000, roundTrip(a, '127.0.1.2', '127.0.3.9', port, msg), 'the passthrough round trip');
+  t.same(received, [msg], 'the bytes arrived at the listener, once, intact');
+  t.equal(peers.length, 1, 'one connection reached the listener');
+  t.equal(answer, `outside got ${msg.length} bytes: ${msg}`, "the listener's answer came back");
+  const out = logLines(a, 'connection complete').at(-1);
+  t.match(out, { direction: 'outbound', 'dst.addr': `127.0.3.9:${port}` }, 'logged as an outbound connection to the listener');
+  t.equal(out?.['dst.hbone_addr'], undefined, 'plain TCP: no HBONE for an unknown destination');
 });
 
 t.test('a VIP with no healthy endpoint is refused, not passed through', async (t) => {

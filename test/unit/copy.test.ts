@@ -4,6 +4,11 @@ import t from 'tap';
 import { getSocketError, socketFd } from '../../native-shims/index.js';
 import { copyBidirectional, socketSide } from '../../src/copy/copy.js';
 import { type Proxied, buildProxied, collect } from '../helpers/relay-sockets.js';
+import { within } from '../helpers/within.js';
+
+// Every awaited event has a bound (generous: the machine is shared), so a broken copy loop
+// fails here by name instead of hanging until tap's file timeout.
+const W = 10_000;
 
 /** The copy loop between two real socket pairs, started at once. */
 async function proxied(): Promise<Proxied & { done: Promise<{ error: Error | undefined }> }> {
@@ -15,12 +20,12 @@ t.test('half-close each way; bytes counted', async (t) => {
   const { client, app, counters, done } = await proxied();
   const appGot = collect(app);
   client.end('request');
-  t.equal(await appGot, 'request', 'the app sees the EOF after the bytes');
+  t.equal(await within(W, appGot, 'the app to read the request and its EOF'), 'request', 'the app sees the EOF after the bytes');
   const clientGot = collect(client);
   app.write('still ');
   app.end('answering');
-  t.equal(await clientGot, 'still answering', 'the reverse direction kept flowing after the first EOF');
-  const outcome = await done;
+  t.equal(await within(W, clientGot, 'the client to read the answer and its EOF'), 'still answering', 'the reverse direction kept flowing after the first EOF');
+  const outcome = await within(W, done, 'the copy to finish');
   t.equal(outcome.error, undefined);
   t.same(counters, { clientToServer: 7, serverToClient: 15 });
 });
@@ -32,10 +37,10 @@ t.test('a reset on one side becomes a reset on the other', async (t) => {
     client.on('end', () => r('end'));
   });
   client.write('x');
-  await new Promise((r) => app.once('data', r));
+  await within(W, new Promise((r) => app.once('data', r)), 'the app to receive the first byte');
   app.resetAndDestroy();
-  t.equal(await seen, 'ECONNRESET');
-  t.ok((await done).error, 'the copy reports the error');
+  t.equal(await within(W, seen, 'the client to see the reset'), 'ECONNRESET');
+  t.ok((await within(W, done, 'the copy to finish')).error, 'the copy reports the error');
 });
 
 t.test('the other side vanishing while this one still sends does not wedge', async (t) => {
@@ -43,16 +48,19 @@ t.test('the other side vanishing while this one still sends does not wedge', asy
   // The upstream half-closes, then goes away without an error (as an HTTP/2 stream does on
   // RST_STREAM CANCEL after END_STREAM) while the client keeps uploading.
   app.end();
-  await new Promise((r) => client.once('end', r));
+  await within(W, new Promise((r) => client.once('end', r)), "the client to see the app's EOF");
   up.destroy();
   const closed = new Promise<void>((r) => client.once('close', () => r()));
   client.on('error', () => undefined);
   const timer = setInterval(() => {
     if (!client.destroyed) client.write(Buffer.alloc(64 * 1024));
   }, 5);
-  await closed;
-  clearInterval(timer);
-  await done;
+  try {
+    await within(W, closed, 'the client connection to be closed (the copy wedged?)');
+  } finally {
+    clearInterval(timer);
+  }
+  await within(W, done, 'the copy to finish');
   t.pass('the client connection was closed and the copy finished');
 });
 
@@ -71,7 +79,7 @@ t.test('a reset that Linux reports as EOF (data then RST) is still propagated as
       app.write(Buffer.alloc(100_000 + Math.floor(Math.random() * 100_000)));
       await new Promise((r) => setTimeout(r, Math.random() * 10));
       app.resetAndDestroy();
-      outcomes.push(await seen);
+      outcomes.push(await within(W, seen, 'the client to see the end of the stream'));
     }),
   );
   t.same(
