@@ -52,6 +52,8 @@ export interface RestartInfo {
   readyAt: number;
   oldPid: number;
   newPid: number;
+  /** The draining ztunnel's termination deadline (its 'draining' log line), if seen. */
+  drainDeadlineMs?: number | undefined;
 }
 
 export interface ReloadEvent {
@@ -495,10 +497,12 @@ export function buildMarkdown(r: ReportInput): string {
     );
     for (const l of buildReasonList(inW)) out.push(`- ${l}`);
     out.push('');
+    const dl = rs.drainDeadlineMs === undefined ? 'its termination deadline' : `its termination deadline (${rs.drainDeadlineMs} ms here, from TERMINATION_GRACE_PERIOD_SECONDS=2 in the bench harness)`;
     out.push(
-      'Why they are expected: the draining ztunnel stops accepting and, at its 2 s deadline, resets what is still open (in-flight bulk transfers, keep-alive ' +
-        'connections, their HBONE streams); until the new process listens, connections the source ztunnel opens to port 15008 are refused, so the client ' +
-        'connections it carries are closed. The source ztunnel itself stays up, which is why the failures stop once the new process is ready.',
+      `Why they are expected: on SIGTERM the ztunnel sends GOAWAY on its HBONE sessions (streams the source ztunnel opens after that are refused, REFUSED_STREAM), ` +
+        `stops listening, and at ${dl} resets what is still open (keep-alive connections, in-flight bulk transfers and their HBONE streams: ECONNRESET at the client). ` +
+        'Until the new process listens on 15008, the source ztunnel cannot open a new HBONE connection, so connections started in that gap fail or time out. ' +
+        'The source ztunnel stays up throughout; the failures should stop once the new process is ready; any later one is counted above as outside the window.',
     );
     out.push('');
   }

@@ -145,11 +145,14 @@ class Soak {
   private readonly o: Opts;
   private restarting = false;
   private restartStopAt: number | undefined;
+  private drainDeadlineMs: number | undefined;
   private clientDone = false;
   private clientExit: number | null | undefined;
   private readonly logTail = new Map<string, string[]>();
   private readonly reloadSeen: { node: string; at: number; policies: number }[] = [];
   private printedMinutes = 0;
+  /** Every ztunnel log line from the restart until 10 s after it (for --raw). */
+  readonly restartLogs: { node: string; line: string }[] = [];
 
   constructor(mesh: BenchMesh, o: Opts, t0: number) {
     this.mesh = mesh;
@@ -227,8 +230,10 @@ class Soak {
       const tail = this.logTail.get(z.node) ?? [];
       tail.push(...lines.slice(-30));
       this.logTail.set(z.node, tail.slice(-30));
+      const r = this.data.restart;
+      if (this.restarting || (r !== undefined && Date.now() < r.readyAt + 10_000)) for (const line of lines) this.restartLogs.push({ node: z.node, line });
       for (const l of lines) {
-        const interesting = l.includes('local config reloaded') || l.includes('"level":"warn"') || l.includes('"level":"error"');
+        const interesting = l.includes('"draining"') || l.includes('local config reloaded') || l.includes('"level":"warn"') || l.includes('"level":"error"');
         if (!interesting || !l.startsWith('{')) continue;
         let r: Record<string, unknown>;
         try {
@@ -237,6 +242,7 @@ class Soak {
           continue;
         }
         const at = Date.parse(String(r.time)) || Date.now();
+        if (r.message === 'draining' && this.restarting && z.node === RESTART_NODE) this.drainDeadlineMs = Number(r.deadlineMs);
         if (r.message === 'local config reloaded') this.reloadSeen.push({ node: z.node, at, policies: Number(r.policies) });
         else if (r.level === 'warn' || r.level === 'error') {
           this.data.ztLogs.push({ at, node: z.node, level: String(r.level), message: String(r.message), error: r.error === undefined ? undefined : String(r.error) });
@@ -299,7 +305,8 @@ class Soak {
     try {
       const nz = await this.mesh.harness.restartZtunnel(RESTART_NODE, 3000);
       const readyAt = Date.now();
-      this.data.restart = { node: RESTART_NODE, stopAt, readyAt, oldPid, newPid: nz.child.pid ?? -1 };
+      this.pumpLogs();
+      this.data.restart = { node: RESTART_NODE, stopAt, readyAt, oldPid, newPid: nz.child.pid ?? -1, drainDeadlineMs: this.drainDeadlineMs };
       say(`soak: ${clock(readyAt - this.data.t0)} ztunnel ${RESTART_NODE} ready again (pid ${nz.child.pid}) after ${((readyAt - stopAt) / 1000).toFixed(1)} s`);
     } catch (err) {
       this.data.restart = { node: RESTART_NODE, stopAt, readyAt: Date.now(), oldPid, newPid: -1 };
@@ -473,7 +480,7 @@ async function main(argv: string[]): Promise<number> {
   const restartMinute = d.restart === undefined ? undefined : (d.restart.stopAt - d.t0) / 60_000 + 1;
   writeFileSync(o.svg, buildSvg(rows, d.nodes, restartMinute, `ztunnel-ts soak, ${date}, ${o.minutes} min, ${machine.nproc} cpus, node ${machine.node}: ${passed ? 'PASS' : 'FAIL'}`));
   writeFileSync(o.md, md);
-  if (o.raw !== undefined) writeFileSync(o.raw, JSON.stringify({ ...d, problems: soak.problems }));
+  if (o.raw !== undefined) writeFileSync(o.raw, JSON.stringify({ ...d, problems: soak.problems, restartLogs: soak.restartLogs }));
   say();
   for (const c of checks) say(`soak: ${c.ok === undefined ? 'skipped' : c.ok ? 'ok' : 'FAIL'}: ${c.name}: ${c.detail}`);
   say(`soak: wrote ${o.md} and ${o.svg}; ${passed ? 'PASS' : 'FAIL'}`);
