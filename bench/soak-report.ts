@@ -313,10 +313,14 @@ function buildPanel(title: string, unit: string, series: Series[], minutes: numb
   return out.join('\n');
 }
 
-/** Three panels over the minutes: RSS per ztunnel, fds per ztunnel, p99 of the short requests. */
-export function buildSvg(rows: readonly MinuteRow[], nodes: readonly string[], restartMinute: number | undefined, caption: string): string {
+/**
+ * Three panels over the minutes: RSS per ztunnel, fds per ztunnel, p99 of the short requests.
+ * Point i stands for minute i + 1 (its end, for RSS), so a restart `restartAtMin` minutes into
+ * the soak is drawn at index restartAtMin − 1, between the points of the minutes around it.
+ */
+export function buildSvg(rows: readonly MinuteRow[], nodes: readonly string[], restartAtMin: number | undefined, caption: string): string {
   const minutes = rows.length;
-  const restartX = restartMinute === undefined ? undefined : restartMinute - 1;
+  const restartX = restartAtMin === undefined ? undefined : Math.min(Math.max(restartAtMin - 1, 0), Math.max(minutes - 1, 0));
   const perNode = (f: (z: ZtMinute) => number, name: string): Series[] =>
     nodes.map((n, i) => ({ label: `${name} ${n}`, color: COLORS[i % COLORS.length]!, points: rows.map((r) => f(r.zt[i]!)) }));
   const panels = [

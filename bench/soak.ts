@@ -477,10 +477,10 @@ async function main(argv: string[]): Promise<number> {
     passed,
     wallSeconds,
   });
-  const restartMinute = d.restart === undefined ? undefined : (d.restart.stopAt - d.t0) / 60_000 + 1;
-  writeFileSync(o.svg, buildSvg(rows, d.nodes, restartMinute, `ztunnel-ts soak, ${date}, ${o.minutes} min, ${machine.nproc} cpus, node ${machine.node}: ${passed ? 'PASS' : 'FAIL'}`));
+  const restartAtMin = d.restart === undefined ? undefined : (d.restart.stopAt - d.t0) / 60_000;
+  writeFileSync(o.svg, buildSvg(rows, d.nodes, restartAtMin, `ztunnel-ts soak, ${date}, ${o.minutes} min, ${machine.nproc} cpus, node ${machine.node}: ${passed ? 'PASS' : 'FAIL'}`));
   writeFileSync(o.md, md);
-  if (o.raw !== undefined) writeFileSync(o.raw, JSON.stringify({ ...d, problems: soak.problems, restartLogs: soak.restartLogs }));
+  if (o.raw !== undefined) writeFileSync(o.raw, JSON.stringify({ ...d, machine, options: o, checks, passed, problems: soak.problems, restartLogs: soak.restartLogs }));
   say();
   for (const c of checks) say(`soak: ${c.ok === undefined ? 'skipped' : c.ok ? 'ok' : 'FAIL'}: ${c.name}: ${c.detail}`);
   say(`soak: wrote ${o.md} and ${o.svg}; ${passed ? 'PASS' : 'FAIL'}`);
