@@ -130,7 +130,8 @@ export class App {
       },
       tlsFor: (identity) => this.secrets.getTlsOptions(identity),
       onStream: (stream, headers, peer) => this.inbound.handleStream(stream, headers, peer),
-      onRejected: ({ peerAddr, localAddr, reason }) => this.telemetry.earlyDeny('inbound', peerAddr, localAddr, reason),
+      onRejected: ({ peerAddr, localAddr, reason, peerIdentity }) =>
+        this.telemetry.earlyDeny('inbound', peerAddr, localAddr, reason, peerIdentity ? { 'src.identity': peerIdentity } : undefined),
     });
   }
 
