@@ -18,7 +18,7 @@ import t from 'tap';
 import { createHash } from 'node:crypto';
 import type net from 'node:net';
 import { prepareMeshSuite } from '../helpers/mesh-suite.js';
-import { connectFrom, createSocketsIn } from '../helpers/netns-client.js';
+import { closeFds, connectFd, connectFrom, createSocketFdsIn } from '../helpers/netns-client.js';
 import { countEstablished, countOpenFds, fmtMiB, MiB, readRssBytes, scrapeMetrics, sumMetric } from '../helpers/proc-stats.js';
 import { waitUntil } from '../../src/demo/mesh-harness.js';
 import { buildBulkDigest } from '../../src/demo/apps.js';
@@ -53,7 +53,24 @@ const mesh =
   getFdLimit().soft < need
     ? (t.plan(0, `RLIMIT_NOFILE ${getFdLimit().soft} < ${need} needed for ${CONNS} connections (${fdLimitNote})`), undefined)
     : // Access logs at info would be 2 × CONNS lines per ztunnel piped to this process: warn only.
-      prepareMeshSuite(t, 'zs', { ztunnelEnv: { LOG_LEVEL: 'warn' } });
+      prepareMeshSuite(t, 'zs', { ztunnelEnv: { LOG_LEVEL: 'warn' }, onZtunnelLine: (node, line) => noteErrorLine(node, line) });
+
+/** The `error` fields of each ztunnel's failed-connection log lines, counted (shown on failure). */
+const ztErrors = new Map<string, Map<string, number>>();
+function noteErrorLine(node: string, line: string): void {
+  if (!line.includes('"error"')) return;
+  try {
+    const o = JSON.parse(line) as { error?: unknown; message?: unknown };
+    const key = `${String(o.message)}: ${String(o.error)}`;
+    const m = ztErrors.get(node) ?? new Map<string, number>();
+    m.set(key, (m.get(key) ?? 0) + 1);
+    ztErrors.set(node, m);
+  } catch {
+    // not JSON
+  }
+}
+const errorSummary = (): string =>
+  [...ztErrors].map(([node, m]) => `${node}: ${[...m].sort((a, b) => b[1] - a[1]).slice(0, 8).map(([k, n]) => `${n}× ${k}`).join('; ')}`).join('\n') || 'none';
 
 interface Snapshot {
   fds: number;
@@ -100,29 +117,33 @@ if (mesh) {
     const base: Record<string, Snapshot> = { [WORKER]: await snapshot(WORKER), [WORKER2]: await snapshot(WORKER2) };
     for (const node of [WORKER, WORKER2]) t.comment(`baseline ${node}: ${show(base[node]!)}`);
 
-    // Open all, CONNECTS_IN_FLIGHT at a time.
-    const socks: net.Socket[] = createSocketsIn(sleepNs, CONNS);
+    // Open all, CONNECTS_IN_FLIGHT at a time. The fds are made up front (one setns); each is
+    // wrapped in a net.Socket only as it is connected (see createSocketFdsIn).
+    const fds = createSocketFdsIn(sleepNs, CONNS);
+    const socks: net.Socket[] = [];
     const errors = new Map<string, number>();
     const noteError = (e: NodeJS.ErrnoException): void => void errors.set(e.code ?? e.message, (errors.get(e.code ?? e.message) ?? 0) + 1);
-    const received = socks.map(() => Buffer.alloc(0));
-    socks.forEach((s, i) => {
-      s.on('error', noteError);
-      s.on('data', (c: Buffer) => void (received[i] = Buffer.concat([received[i]!, c])));
-    });
-    t.teardown(() => socks.forEach((s) => s.destroy()));
-    const t0 = performance.now();
+    const received: Buffer[] = fds.map(() => Buffer.alloc(0));
     let next = 0;
+    t.teardown(() => {
+      socks.forEach((s) => s.destroy());
+      closeFds(fds.slice(next));
+    });
+    const t0 = performance.now();
     let connected = 0;
     await Promise.all(
       Array.from({ length: CONNECTS_IN_FLIGHT }, async () => {
-        while (next < socks.length) {
-          const s = socks[next++]!;
+        while (next < fds.length) {
+          const i = next++;
           await new Promise<void>((resolve) => {
-            s.once('error', () => resolve());
-            s.connect({ host: PRODUCTPAGE_IP, port: ECHO_PORT }, () => {
+            const s = connectFd(fds[i]!, PRODUCTPAGE_IP, ECHO_PORT, () => {
               connected += 1;
               resolve();
             });
+            socks[i] = s;
+            s.on('error', noteError);
+            s.once('error', () => resolve());
+            s.on('data', (c: Buffer) => void (received[i] = Buffer.concat([received[i]!, c])));
           });
         }
       }),
@@ -130,6 +151,7 @@ if (mesh) {
     const openMs = Math.round(performance.now() - t0);
     t.comment(`${connected}/${CONNS} connected in ${openMs} ms (${CONNECTS_IN_FLIGHT} connects in flight)`);
     t.equal(connected, CONNS, 'every connect succeeded');
+    t.comment(`ztunnel errors so far: ${errorSummary()}`);
 
     // All upstream legs up: ztunnel 2 reports them as open sockets.
     const allOpen = await waitUntil(async () => (await snapshot(WORKER2)).socketsOpen >= CONNS, 60_000, 500);
