@@ -2,8 +2,10 @@
 // per node), about scale and leaks:
 // (1) SCALE_CONNS (default 10,000) concurrent connections sleep → productpage over HBONE,
 //     opened by this process from inside the sleep netns with a bounded number of connects
-//     in flight, all kept open, then each sends a few bytes and gets them echoed, then all
-//     close. Afterwards each ztunnel's fd count is back to its baseline plus its pooled
+//     in flight (socket fds made in the netns up front, each wrapped in a net.Socket only as
+//     it connects: see createSocketFdsIn), all kept open, then each sends a few bytes and
+//     gets them echoed, then all close. Both ztunnels count all of them in
+//     istio_tcp_sockets_open while open (source on ztunnel 1, destination on ztunnel 2). Afterwards each ztunnel's fd count is back to its baseline plus its pooled
 //     HBONE session sockets, istio_tcp_sockets_open is 0 and RSS has settled.
 // (2) A slow reader: SLOW_READER_BYTES (default 64 MiB; 1 GiB for the manual long run) from
 //     productpage's source app, read at SLOW_READER_RATE bytes/s (default 2 MiB/s): nothing
