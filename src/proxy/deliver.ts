@@ -118,7 +118,7 @@ export async function deliverLocal(ctx: ProxyContext, d: LocalDelivery, sharedBy
   // istio_tcp_sockets_open{reporter="destination"}: every inbound connection being delivered,
   // whichever way it came in (a 15006 socket, an HBONE stream, a same-node hand-over), until
   // its delivery is over (relay ended, both sides closed); the source side counts its captured
-  // socket (outbound.ts). Upstream ztunnel reports per reporter the same way.
+  // socket (outbound.ts), so one connection through two ztunnels is 1 on each side.
   ctx.telemetry.socketOpened('destination');
   let app: net.Socket | undefined;
   try {
