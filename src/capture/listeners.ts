@@ -23,16 +23,29 @@ export interface ListenOptions {
   mark?: number | undefined;
   /** Byte-stream listeners need half-close (default true); the TLS/HTTP/2 listener must not have it. */
   allowHalfOpen?: boolean;
+  /** Accept queue length; default CAPTURE_BACKLOG. */
+  backlog?: number;
   onConnection: (socket: net.Socket) => void;
 }
 
+/**
+ * Accept queue of the capture listeners. One node proxy accepts the connections of every pod
+ * on the node, and while its event loop is busy the kernel completes handshakes on its own:
+ * once the queue is full it drops the client's final ACK or its SYN, and that client waits
+ * for a retransmission (1 s, then 2 s, ...). Node's default (511) overflowed thousands of
+ * times with 10,000 connections opened 256 at a time (test/netns/scale.test.ts). The kernel
+ * caps this at net.core.somaxconn (4096 by default).
+ */
+export const CAPTURE_BACKLOG = 4096;
+
 export function listenCapture(o: ListenOptions): Promise<CaptureListener> {
   let created: { fd: number; transparent: boolean };
+  const backlog = o.backlog ?? CAPTURE_BACKLOG;
   try {
     created = createListenerFdBestEffort(
       o.mark === undefined
-        ? { host: o.host, port: o.port, transparent: o.transparent }
-        : { host: o.host, port: o.port, transparent: o.transparent, mark: o.mark },
+        ? { host: o.host, port: o.port, transparent: o.transparent, backlog }
+        : { host: o.host, port: o.port, transparent: o.transparent, mark: o.mark, backlog },
     );
   } catch (err) {
     return Promise.reject(new ZtError('ZT_ERR_NATIVE', `listener ${o.host}:${o.port}: ${(err as Error).message}`, { cause: err }));
@@ -46,7 +59,8 @@ export function listenCapture(o: ListenOptions): Promise<CaptureListener> {
   );
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ fd: created.fd }, () => {
+    // Node calls listen(2) again on the fd, with 511 unless given a backlog (positional for a handle).
+    server.listen({ fd: created.fd }, backlog, () => {
       server.removeListener('error', reject);
       server.on('error', () => undefined);
       const addr = server.address();

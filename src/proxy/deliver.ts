@@ -115,6 +115,11 @@ export async function deliverLocal(ctx: ProxyContext, d: LocalDelivery, sharedBy
     securityPolicy: d.srcIdentity ? 'mutual_tls' : 'unknown',
   };
   const record = ctx.telemetry.open(cctx, sharedBytes);
+  // istio_tcp_sockets_open{reporter="destination"}: every inbound connection being delivered,
+  // whichever way it came in (a 15006 socket, an HBONE stream, a same-node hand-over), until
+  // its delivery is over (relay ended, both sides closed); the source side counts its captured
+  // socket (outbound.ts), so one connection through two ztunnels is 1 on each side.
+  ctx.telemetry.socketOpened('destination');
   let app: net.Socket | undefined;
   try {
     const error = await deliverSteps(ctx, d, record, (s) => {
@@ -135,6 +140,8 @@ export async function deliverLocal(ctx: ProxyContext, d: LocalDelivery, sharedBy
     if (app) resetSocket(app);
     record.complete(zerr);
     return zerr;
+  } finally {
+    ctx.telemetry.socketClosed('destination');
   }
 }
 

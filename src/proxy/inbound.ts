@@ -115,8 +115,6 @@ export class InboundProxy {
     }
     const srcAddr = formatHostPort(srcIp, socket.remotePort ?? 0);
     const dstAddr = formatHostPort(origDst.ip, origDst.port);
-    ctx.telemetry.socketOpened('destination');
-    socket.once('close', () => ctx.telemetry.socketClosed('destination'));
     if (ctx.illegalPorts.has(origDst.port)) {
       ctx.telemetry.earlyDeny('inbound', srcAddr, dstAddr, `attempted recursive call to ourselves (port ${origDst.port})`);
       socket.destroy();

@@ -129,6 +129,8 @@ export class IstioMetrics {
     );
     this.socketsOpen = new Gauge({
       name: 'istio_tcp_sockets_open',
+      // source: captured outbound sockets; destination: inbound connections being delivered
+      // (15006 sockets, HBONE CONNECT streams, same-node hand-overs), see proxy/deliver.ts.
       help: 'The number of sockets currently open, by reporter',
       labelNames: ['reporter'] as const,
       registers,

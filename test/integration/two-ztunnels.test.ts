@@ -7,10 +7,12 @@ import t from 'tap';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import {
   eventually,
+  httpGet,
   logLines,
   pattern,
   readAll,
   readN,
+  sampleValue,
   sha256,
   sharedCa,
   socksConnect,
@@ -261,6 +263,22 @@ t.test('pooling: many connections share one HBONE session', async (t) => {
   t.ok(mid.pool.sessions - before.pool.sessions <= 1, `20 streams added ${mid.pool.sessions - before.pool.sessions} session(s) (before ${before.pool.sessions})`);
   for (const s of socks) s.end('x');
   for (const s of socks) t.equal((await readAll(s)).toString(), 'x');
+});
+
+t.test('istio_tcp_sockets_open counts HBONE-delivered connections on the destination side', async (t) => {
+  const gauge = async (z: TestZtunnel, reporter: string): Promise<number> =>
+    sampleValue((await httpGet(z.ports.stats, '/metrics')).body, 'istio_tcp_sockets_open', { reporter }) ?? 0;
+  const before = { a: await gauge(a, 'source'), b: await gauge(b, 'destination') };
+  const socks = await Promise.all(Array.from({ length: 5 }, () => socksConnect(a.ports.socks5 as number, '127.0.1.2', '127.10.0.1', 80)));
+  // Each one is up at B once it echoes.
+  for (const s of socks) s.write('x');
+  for (const s of socks) t.equal((await readN(s, 1)).toString(), 'x');
+  t.equal((await gauge(a, 'source')) - before.a, 5, 'A (source) counts its 5 captured sockets');
+  t.equal((await gauge(b, 'destination')) - before.b, 5, 'B (destination) counts the 5 connections it delivers over HBONE');
+  for (const s of socks) s.end();
+  for (const s of socks) await readAll(s);
+  await eventually(async () => (await gauge(b, 'destination')) === before.b && (await gauge(a, 'source')) === before.a, 5000, 'both gauges back');
+  t.pass('both back once the connections closed');
 });
 
 t.test('a reset from the app reaches the client as a reset, not a clean EOF', async (t) => {
