@@ -113,6 +113,38 @@ class WindowCounter {
   }
 }
 
+/**
+ * Streams opened and streams the peer reset before our answer, in fixed windows. Trips when
+ * the resets exceed `limit` AND are more than half of the streams opened in the window (as
+ * Envoy's premature-reset rule): a busy, honest client that cancels some CONNECTs (timeouts)
+ * never trips it; the rapid-reset pattern (nearly every stream reset) does.
+ */
+export class EarlyResetWindow {
+  private start = 0;
+  private opened = 0;
+  private early = 0;
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+  ) {}
+  private roll(now: number): void {
+    if (now - this.start >= this.windowMs) {
+      this.start = now;
+      this.opened = 0;
+      this.early = 0;
+    }
+  }
+  open(now: number): void {
+    this.roll(now);
+    this.opened += 1;
+  }
+  reset(now: number): boolean {
+    this.roll(now);
+    this.early += 1;
+    return this.early > this.limit && this.early * 2 > this.opened;
+  }
+}
+
 interface IdentityServer {
   server: http2.Http2SecureServer;
   cert: string;
@@ -227,7 +259,7 @@ export class HboneServer {
   private watchSession(session: http2.ServerHttp2Session): void {
     this.sessions.add(session);
     const conn = this.connOf(session.socket as net.Socket);
-    const earlyResets = new WindowCounter(this.limits.maxEarlyResets, this.limits.windowMs);
+    const earlyResets = new EarlyResetWindow(this.limits.maxEarlyResets, this.limits.windowMs);
     const controlFrames = new WindowCounter(this.limits.maxControlFrames, this.limits.windowMs);
     /** Streams we refused ourselves (not counted as the peer's resets). */
     const ownReset = new WeakSet<http2.Http2Stream>();
@@ -257,10 +289,11 @@ export class HboneServer {
     });
     session.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
       stream.on('error', () => undefined);
+      earlyResets.open(Date.now());
       stream.once('close', () => {
         // The peer ended a stream we had not answered yet: the rapid-reset pattern.
         if (!stream.headersSent && stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR && !ownReset.has(stream)) {
-          if (earlyResets.hit(Date.now())) calm(`HTTP/2 rapid reset (more than ${this.limits.maxEarlyResets} streams reset before an answer in ${this.limits.windowMs} ms)`);
+          if (earlyResets.reset(Date.now())) calm(`HTTP/2 rapid reset (more than ${this.limits.maxEarlyResets} streams, and most of those opened, reset before an answer in ${this.limits.windowMs} ms)`);
         }
       });
       // Node advertises maxHeaderListSize but does not enforce it below nghttp2's 64 KiB per field.
