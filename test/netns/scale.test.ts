@@ -200,7 +200,11 @@ if (mesh) {
       t.comment(`after close, ${node}: ${show(s)}`);
       t.ok(settled, `${node}: back to baseline`);
       t.equal(s.socketsOpen, 0, `${node}: istio_tcp_sockets_open is 0`);
-      t.equal(s.fds - s.sessions, base[node]!.fds - base[node]!.sessions, `${node}: fds = baseline ${base[node]!.fds - base[node]!.sessions} + ${s.sessions} pooled session sockets`);
+      // A leak shows as more; the baseline may include one or two transient fds (a config-file
+      // read, an accept in progress), so a little less is fine.
+      const left = s.fds - s.sessions;
+      const was = base[node]!.fds - base[node]!.sessions;
+      t.ok(left <= was && left >= was - 3, `${node}: fds = ${left} + ${s.sessions} pooled session sockets (baseline ${was}; no leak)`);
       // RSS: sampled for 6 s; settled = no longer growing (last two samples within 5 % or 8 MiB).
       const samples: number[] = [];
       for (let i = 0; i < 4; i++) {
