@@ -355,7 +355,7 @@ export class App {
       certificates: this.secrets.dump(),
       connections: this.tracker.dump(),
       pool: { sessions: this.pool.sessionCount(), failingFast: this.pool.unreachablePeers() },
-      hboneServer: { sessions: this.hboneServer.sessionCount() },
+      hboneServer: { sessions: this.hboneServer.sessionCount(), identities: this.hboneServer.identities() },
       config: { ...this.config, originalSource: this.inboundTransparent },
       version: { component: 'ztunnel-ts', version: VERSION, node: process.version },
     };

@@ -138,6 +138,8 @@ t.test('removing a workload closes its connections and drops its certificate', a
   const serverId = 'spiffe://cluster.local/ns/default/sa/server';
   const ids = (): string[] => (b.app.configDump() as { certificates: { identity: string }[] }).certificates.map((c) => c.identity);
   t.ok(ids().includes(serverId), 'B holds the server certificate');
+  const serverIds = (): string[] => (b.app.configDump() as { hboneServer: { identities: string[] } }).hboneServer.identities;
+  t.ok(serverIds().includes(serverId), 'B has an HBONE server identity for it');
   const closed = ending(s);
   // B's node no longer runs `server` (moved to another node).
   fs.writeFileSync(fileB, yaml.replace(/(- name: server[\s\S]*?node: )node-b/, '$1node-z'));
@@ -145,6 +147,7 @@ t.test('removing a workload closes its connections and drops its certificate', a
   t.match(end, /^(eof|error ECONNRESET)$/, `the connection to the removed workload is closed (${end})`);
   await eventually(() => b.app.tracker.size === 0, 3000, 'untracked');
   t.notOk(ids().includes(serverId), 'its certificate is dropped (no longer renewed)');
+  t.notOk(serverIds().includes(serverId), 'its HBONE server identity is dropped');
   t.ok(logLines(b, 'removed workloads: connections closed, certificates dropped').length >= 1);
   fs.writeFileSync(fileB, yaml);
   await eventually(() => logLines(b, 'local config reloaded').length >= 2, 5000, 'restored');
