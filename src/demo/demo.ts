@@ -5,7 +5,8 @@
 // shows: the answer, `ipset list`, `ip rule`, tables 101 and 100 of the destination node,
 // the ztunnel's TPROXY rules, and both ztunnels' access-log lines for the request.
 // Must never: leave namespaces, rules or processes behind (the topology cleans up on exit,
-// failure, SIGINT and SIGTERM), or install packages unless --install was given.
+// failure, SIGINT and SIGTERM), or install packages when --no-install was given (as root
+// with apt-get it installs the missing Debian packages itself and says which).
 
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
@@ -23,8 +24,8 @@ export const REQUIRED_TOOLS: ReadonlyArray<readonly [string, string]> = [
   ['curl', 'curl'],
 ];
 
-const DEMO_USAGE = `usage: ztunnel-ts demo [--install] [--prefix NAME] [--stand-in SCRIPT]
-  --install          apt-get install missing tools instead of just naming them
+const DEMO_USAGE = `usage: ztunnel-ts demo [--no-install] [--prefix NAME] [--stand-in SCRIPT]
+  --no-install       name missing tools instead of installing them with apt-get (the default as root)
   --prefix NAME      name prefix of everything created (default zt<pid>)
   --stand-in SCRIPT  run SCRIPT relay instead of ztunnel-ts in the ztunnel pods (development)
 `;
@@ -41,12 +42,12 @@ export function findMissingPackages(has: (tool: string) => boolean = hasTool): s
 }
 
 export async function runDemo(argv: string[]): Promise<number> {
-  let values: { install?: boolean; prefix?: string; 'stand-in'?: string; help?: boolean };
+  let values: { install?: boolean; 'no-install'?: boolean; prefix?: string; 'stand-in'?: string; help?: boolean };
   try {
     values = parseArgs({
       args: argv,
       strict: true,
-      options: { install: { type: 'boolean' }, prefix: { type: 'string' }, 'stand-in': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: { install: { type: 'boolean' }, 'no-install': { type: 'boolean' }, prefix: { type: 'string' }, 'stand-in': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
     }).values;
   } catch (err) {
     process.stderr.write(`demo: ${(err as Error).message}\n${DEMO_USAGE}`);
@@ -61,8 +62,8 @@ export async function runDemo(argv: string[]): Promise<number> {
     return 1;
   }
   let missing = findMissingPackages();
-  if (missing.length > 0 && values.install) {
-    say(`demo: installing ${missing.join(' ')}`);
+  if (missing.length > 0 && !values['no-install'] && hasTool('apt-get')) {
+    say(`demo: missing tools; installing the Debian packages: apt-get install -y ${missing.join(' ')}`);
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
     if (spawnSync('apt-get', ['install', '-y', ...missing], { stdio: 'inherit', env }).status !== 0) {
       spawnSync('apt-get', ['update'], { stdio: 'inherit', env });
@@ -71,7 +72,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     missing = findMissingPackages();
   }
   if (missing.length > 0) {
-    process.stderr.write(`demo: missing tools; run: apt-get install -y ${missing.join(' ')}   (or: npm run demo -- --install)\n`);
+    process.stderr.write(`demo: missing tools; run: apt-get install -y ${missing.join(' ')}\n`);
     return 1;
   }
   const standIn = values['stand-in'];
