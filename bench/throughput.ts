@@ -491,7 +491,7 @@ function buildReport(r: Results): string {
     );
   }
   out.push('');
-  out.push('Anchor (performance-anchors §0): Rust ztunnel ≈ 60 ms CPU per 1000 requests (0.06 vCPU at 1000 rps, unsaturated); the mesh row is at saturation, so it is an upper bound on that figure.');
+  out.push('Anchor (Istio ambient performance blog posts): Rust ztunnel ≈ 60 ms CPU per 1000 requests (0.06 vCPU at 1000 rps, unsaturated); the mesh row is at saturation, so it is an upper bound on that figure.');
   out.push('');
 
   const dc = r.connect.find((x) => x.path.key === 'direct')?.m.value;

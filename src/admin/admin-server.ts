@@ -1,4 +1,4 @@
-// The admin server (15000, behaviour spec §8): an index page, /config_dump (redacted,
+// The admin server (15000): an index page, /config_dump (redacted,
 // pretty JSON), /logging (read or change the log level at run time) and /quitquitquit
 // (graceful shutdown). Loopback only: it can change behaviour and stop the process.
 // Must never print key material (see config-dump.ts) and never start on a non-loopback

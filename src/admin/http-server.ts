@@ -1,6 +1,6 @@
 // Shared plumbing of the three small HTTP servers (admin 15000, stats 15020, readiness
 // 15021): HTTP/1.1, a 2 s header deadline, 8 KiB of headers, listen-then-resolve, and a
-// close that also drops idle keep-alive connections (behaviour spec §8).
+// close that also drops idle keep-alive connections.
 // Must never let a handler error escape: it becomes a 500 with the error text.
 import http from 'node:http';
 import net from 'node:net';

@@ -1,4 +1,4 @@
-// Start-up readiness (behaviour spec §8): named tasks are pending until released; the
+// Start-up readiness (as upstream ztunnel's readiness, https://github.com/istio/ztunnel/blob/master/src/readiness.rs): named tasks are pending until released; the
 // readiness server answers 200 only when none is pending. A task may become pending
 // again (e.g. a lost control connection).
 import type http from 'node:http';

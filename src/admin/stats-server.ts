@@ -1,4 +1,4 @@
-// The Prometheus endpoint (15020, behaviour spec §7.1): /metrics and /stats/prometheus
+// The Prometheus endpoint (15020): /metrics and /stats/prometheus
 // serve the registry as Prometheus text, or OpenMetrics when the Accept header asks for
 // it; families without samples are left out; gzip/br per Accept-Encoding.
 // Must never switch the shared Registry's content type: prom-client renames counters in

@@ -3,7 +3,7 @@
 // Must never read process.env itself (callers pass it in, tests pass a plain object) and
 // never touch the disk: LOCAL_XDS_PATH is only recorded here, local-config.ts reads it.
 // Invariant: an invalid value is a start-up error naming the variable, never a silent default.
-// Names follow upstream ztunnel (reference §10.3) so existing deployments keep working.
+// Names follow upstream ztunnel (https://github.com/istio/ztunnel/blob/master/src/config.rs) so existing deployments keep working.
 
 import { ZtError } from '../errors.js';
 import { canonicalIp, ipFamily, isLoopbackIp } from '../util/ip.js';

@@ -1,4 +1,4 @@
-// The local config file (LOCAL_XDS_PATH / LOCAL_XDS, reference §5): YAML text in, validated
+// The local config file (LOCAL_XDS_PATH / LOCAL_XDS, upstream's local config schema: https://github.com/istio/ztunnel/blob/master/examples/localhost.yaml): YAML text in, validated
 // and deep-frozen LocalConfig records out. Everything is checked here, once, so the state
 // layer never sees a half-valid record.
 // Must never: accept an unknown key (upstream uses deny-unknown-fields), guess at a wrong

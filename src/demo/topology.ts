@@ -90,7 +90,7 @@ export function buildPodGatewayIp(node: NodeSpec): string {
   return `10.244.${node.podSubnet}.1`;
 }
 
-/** The local config document (reference §5 schema) for these pods, services and (reference §5.3) policies. */
+/** The local config document (the local config schema) for these pods, services and policies. */
 export function buildLocalConfigDocument(
   pods: readonly PodSpec[],
   services: readonly ServiceSpec[],
@@ -275,7 +275,7 @@ export class Topology {
     }
   }
 
-  /** (Re)writes the YAML; tests pass a subset of pods to take some out of the mesh, and policies in the §5.3 schema. */
+  /** (Re)writes the YAML; tests pass a subset of pods to take some out of the mesh, and policies in the local config schema. */
   writeLocalConfig(pods: readonly PodSpec[], policies: readonly Record<string, unknown>[] = []): string {
     mkdirSync(this.workDir, { recursive: true });
     const tmp = `${this.configPath}.tmp`;

@@ -1,4 +1,4 @@
-// Access-log fields of one connection (behaviour spec §7.4), built once when a line is
+// Access-log fields of one connection (upstream: https://github.com/istio/ztunnel/blob/master/src/proxy/metrics.rs), built once when a line is
 // actually going to be written. Pure: writing is LogSink's job.
 // Orientation: outbound lines speak for the client (bytes_sent = client → server),
 // inbound lines for the server (bytes_sent = server → client).

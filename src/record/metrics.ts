@@ -1,7 +1,7 @@
 // Istio's standard TCP metrics on a per-instance prom-client Registry (never the global
 // one: two ztunnels may share a process in tests). Names, labels and the meaning of
 // "received" (client → server) / "sent" (server → client) are upstream's exactly, so
-// Istio dashboards and Kiali keep working (behaviour spec §7.2, §7.3).
+// Istio dashboards and Kiali keep working (https://github.com/istio/ztunnel/blob/master/src/proxy/metrics.rs).
 // Invariant: traffic label objects always have every key of TRAFFIC_LABEL_NAMES, in
 // that order, with 'unknown' for anything missing.
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';

@@ -36,7 +36,7 @@ export class ProxyState {
       for (const ip of w.workloadIps) {
         const key = addrKey(w.network, ip);
         const prev = byAddr.get(key);
-        // Several workloads may share an IP: prefer pods, then HBONE (upstream §3 step 3).
+        // Several workloads may share an IP: prefer pods, then HBONE (as upstream's outbound lookup).
         if (!prev || preferWorkload(w, prev)) byAddr.set(key, w);
       }
     }

@@ -50,7 +50,7 @@ t.test('node plan: ipset, tunnels, tables, rules', async (t) => {
   t.ok(geneve.includes('ip link add name istioout type geneve id 1001 remote 10.244.1.3'));
 });
 
-t.test('node chains: mark order per §1.5', async (t) => {
+t.test('node chains: mark order as in the former upstream node-level rules', async (t) => {
   const payload = buildRestorePayload('mangle', buildNodeChains(NODE));
   const lines = payload.split('\n');
   t.equal(lines[0], '*mangle');
