@@ -79,6 +79,16 @@ export const HBONE_MAX_CONCURRENT_STREAMS = 200;
 /** Header list bytes (RFC 9113 §6.5.2: name + value + 32 per field) a CONNECT may carry. */
 export const MAX_HEADER_LIST_BYTES = 16 * 1024;
 
+/**
+ * What we advertise as SETTINGS_MAX_HEADER_LIST_SIZE: larger than what we accept, on
+ * purpose. Once the peer has acknowledged the advertised value, nghttp2 refuses a larger
+ * block with a bare RST_STREAM that never reaches JavaScript: the abuse would go unlogged
+ * and the connection would stay open. Up to this size the block reaches our own check
+ * (MAX_HEADER_LIST_BYTES), which logs it once and closes the connection; beyond it nghttp2's
+ * per-field limit (64 KiB) ends the session. Memory stays bounded either way.
+ */
+export const ADVERTISED_HEADER_LIST_BYTES = 64 * 1024;
+
 function headerListSize(headers: http2.IncomingHttpHeaders): number {
   let n = 0;
   for (const [k, v] of Object.entries(headers)) {
@@ -214,7 +224,7 @@ export class HboneServer {
       maxVersion: 'TLSv1.3',
       ALPNProtocols: ['h2'],
       allowHTTP1: false,
-      settings: { ...h2Settings(this.opts.tuning, HBONE_MAX_CONCURRENT_STREAMS), maxHeaderListSize: MAX_HEADER_LIST_BYTES },
+      settings: { ...h2Settings(this.opts.tuning, HBONE_MAX_CONCURRENT_STREAMS), maxHeaderListSize: ADVERTISED_HEADER_LIST_BYTES },
       // HBONE CONNECT requests carry a handful of headers; anything near these is abuse.
       maxHeaderListPairs: 64,
       maxSessionMemory: 64,

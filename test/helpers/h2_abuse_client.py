@@ -212,6 +212,13 @@ def run(a):
 
     c = connect_h2(a, window=0 if a.mode == 'zero_window' else None)
     out['local_port'] = c.sock.getsockname()[1]
+    if a.settle:
+        # Attack only once the SETTINGS exchange is done both ways: the server's limits are
+        # then in force in nghttp2 (some are enforced only after our ACK).
+        until = time.monotonic() + 2.0
+        while c.stats['settings_acks'] < 1 and not c.closed and time.monotonic() < until:
+            c.pump(0.05)
+        c.pump(0.2)
     enc = Encoder()
     c.pump(0.2)
     t0 = time.monotonic()
@@ -325,6 +332,7 @@ def main():
     p.add_argument('--cert')
     p.add_argument('--key')
     p.add_argument('--ca')
+    p.add_argument('--settle', action='store_true', help='finish the SETTINGS exchange before attacking')
     p.add_argument('--count', type=int, default=1000)
     p.add_argument('--size', type=int, default=65536)
     p.add_argument('--hold', type=float, default=5.0, help='seconds to wait for the server to act')
