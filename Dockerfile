@@ -4,6 +4,7 @@ WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
 COPY src ./src
 COPY native-shims ./native-shims
+COPY proto ./proto
 COPY bench ./bench
 RUN npm ci && npm prune --omit=dev
 
@@ -13,6 +14,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends iproute2 iptabl
 WORKDIR /app
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/proto ./proto
 COPY package.json ./
 ENV LOG_FORMAT=json
 EXPOSE 15001 15006 15008 15020 15021
