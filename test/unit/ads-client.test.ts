@@ -94,6 +94,7 @@ class FakeIstiod {
   refused = 0;
   authHeaders: string[] = [];
   clusterIds: string[] = [];
+  extraHeaders: string[] = [];
   received: Received[] = [];
   private call: ServerDuplexStream<Buffer, Buffer> | undefined;
   private waiters: (() => void)[] = [];
@@ -112,6 +113,7 @@ class FakeIstiod {
     const auth = call.metadata.get('authorization').map(String);
     this.authHeaders.push(...auth);
     this.clusterIds.push(...call.metadata.get('clusterid').map(String));
+    this.extraHeaders.push(...call.metadata.get('x_tenant').map(String));
     if (auth.length !== 1 || auth[0] !== `Bearer ${TOKEN}`) {
       this.refused++;
       call.emit('error', { code: GrpcStatus.UNAUTHENTICATED, details: 'authentication failure', metadata: new Metadata() });
@@ -224,6 +226,7 @@ t.test('token, initial requests, ACK/NACK, removals, reconnect with initial_reso
     tls: { ca: mesh.ca },
     token: () => token,
     clusterId: 'Kubernetes',
+    headers: { X_TENANT: 'a' },
     node: NODE,
     typeUrls: [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL],
     onResources: rec.onResources,
@@ -242,6 +245,7 @@ t.test('token, initial requests, ACK/NACK, removals, reconnect with initial_reso
   t.equal(refusal.level, 'warn');
   t.equal(istiod.authHeaders[0], 'Bearer wrong-token', 'bearer token sent in authorization');
   t.equal(istiod.clusterIds[0], 'Kubernetes', 'clusterid header sent');
+  t.equal(istiod.extraHeaders[0], 'a', 'extra header (XDS_HEADER_X_TENANT) sent lower-cased');
   await istiod.until('a retry after the refusal', () => istiod.refused >= 2);
   const refusals = () => rec.lines.filter((l) => /refused the token/.test(l.message)).length;
   await poll('the second refusal line', () => refusals() >= 2);
