@@ -363,3 +363,35 @@ t.test('a server certificate from another root is refused with one clear line pe
   t.equal(rec.applied.length, 0);
   t.match(client.state().lastError, { message: /not trusted/ });
 });
+
+t.test('a response the consumer cannot apply is NACKed whole and none of its versions are recorded', async (t) => {
+  const istiod = new FakeIstiod();
+  await istiod.start(mesh);
+  t.teardown(() => istiod.stop());
+  const rec = recorder();
+  let calls = 0;
+  const client = new AdsClient({
+    address: `127.0.0.1:${istiod.port}`,
+    tls: { ca: mesh.ca },
+    token: () => TOKEN,
+    node: NODE,
+    typeUrls: [ADDRESS_TYPE_URL],
+    onResources: () => {
+      calls++;
+      throw new Error('state rejected it');
+    },
+    log: rec.log,
+  });
+  t.teardown(() => client.stop());
+  client.start();
+  const init = await istiod.request('the initial request', 1, (r) => r.type_url === ADDRESS_TYPE_URL);
+  t.equal(istiod.received.filter((r) => r.stream === 1).length, 1, 'only the subscribed type is requested');
+  t.equal(init.req.node?.id, NODE.id);
+  istiod.push(fixture('delta-response-addresses'));
+  const nonce = DeltaDiscoveryResponseCodec.decode(fixture('delta-response-addresses')).nonce;
+  const nack = await istiod.request('the NACK', 1, (r) => r.response_nonce === nonce);
+  t.equal(nack.req.error_detail?.message, 'applying the response failed: state rejected it');
+  t.equal(calls, 1);
+  t.equal(client.versions(ADDRESS_TYPE_URL).size, 0, 'no version recorded');
+  t.match(client.state(), { connected: true, attempts: 0, types: [{ resources: 0, nacks: 1, acks: 0 }] });
+});
