@@ -94,6 +94,7 @@ export interface AdsTypeState {
 
 export interface AdsState {
   address: string;
+  /** A response has arrived on the current stream (a stream istiod accepted but never answered does not count). */
   connected: boolean;
   /** Streams opened since start. */
   connects: number;

@@ -7,8 +7,8 @@
 // upstream; a malformed resource is NACKed by name while the good one beside it is applied;
 // removals are honoured; after the server cuts the stream the client reconnects with
 // initial_resource_versions = what it holds; a server certificate from another root is refused
-// with one clear log line per attempt, retried with doubling jittered delays; stop() leaves
-// nothing running.
+// with one clear log line per attempt, retried with doubling jittered delays; a response the
+// consumer throws on is NACKed whole; stop() leaves nothing running.
 
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
