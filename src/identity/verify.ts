@@ -11,7 +11,7 @@ import { X509Certificate } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import { ZtError } from '../errors.js';
 import { parseSpiffeId, type SpiffeId } from './spiffe.js';
-import { OID, parseCertificate, readUriSans } from './x509.js';
+import { readUriSans } from './x509.js';
 
 export type PeerCertificateLike = PeerCertificate | X509Certificate;
 
@@ -28,8 +28,7 @@ export function uriSansOf(cert: PeerCertificateLike | null | undefined): string[
   const raw = cert instanceof X509Certificate ? cert.raw : (cert as Partial<PeerCertificate>).raw;
   if (raw instanceof Buffer && raw.length > 0) {
     try {
-      const san = parseCertificate(raw).extensions.get(OID.subjectAltName);
-      return san ? readUriSans(san.value) : [];
+      return readUriSans(raw);
     } catch {
       return [];
     }
