@@ -13,6 +13,8 @@ import { createHash, generateKeyPairSync, randomBytes, sign, webcrypto, type Key
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import * as asn1X509 from '@peculiar/asn1-x509';
 import * as x509 from '@peculiar/x509';
+import { ZtError } from '../errors.js';
+import { parseSpiffeId } from './spiffe.js';
 
 export { x509 };
 
@@ -208,6 +210,9 @@ const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as co
  * (istiod's CreateCertificate); off the data path, so the library's async WebCrypto API is fine.
  */
 export async function createCsr(spiffeUri: string): Promise<{ csrPem: string; keyPem: string }> {
+  if (!parseSpiffeId(spiffeUri) || !/^[\x21-\x7e]+$/.test(spiffeUri)) {
+    throw new ZtError('ZT_ERR_CONFIG_INVALID', `cannot request a certificate for ${JSON.stringify(spiffeUri)}: not a SPIFFE identity`);
+  }
   const keys = await webcrypto.subtle.generateKey(ECDSA_P256, true, ['sign', 'verify']);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create(
     {
