@@ -1,6 +1,9 @@
-// The in-process certificate authority (the FAKE_CA of behaviour spec §9.2): one root, either
-// generated or loaded from PEM, issuing short-lived ECDSA P-256 workload certificates whose only
-// name is one critical URI SAN carrying the SPIFFE identity (§2.1).
+// The in-process certificate authority, standing in for upstream's FAKE_CA mode
+// (https://github.com/istio/ztunnel/blob/master/src/config.rs, https://github.com/istio/ztunnel/blob/master/src/tls/mock.rs):
+// one root, either generated or loaded from PEM, issuing short-lived ECDSA P-256 workload
+// certificates whose only name is one critical URI SAN carrying the SPIFFE identity (empty
+// subject, like the CSRs upstream sends to istiod: https://github.com/istio/ztunnel/blob/master/src/tls/csr.rs).
+// Certificates are assembled with @peculiar/x509 and signed synchronously (see x509.ts for why).
 // Must never: hand out the root private key (writeTo is the one deliberate exception, for
 // `ca create`), issue for a string that is not a SPIFFE identity, or load a root that cannot sign
 // (wrong key, not a CA) — those are configuration errors reported at start-up.
@@ -32,7 +35,7 @@ import {
 export const DEFAULT_ROOT_COMMON_NAME = 'ztunnel-ts root CA';
 export const DEFAULT_ROOT_ORGANIZATION = 'cluster.local';
 export const DEFAULT_ROOT_VALIDITY_DAYS = 3650;
-/** SECRET_TTL default (§9.2) and the fake CA's lifetime. */
+/** Upstream's SECRET_TTL default (24 h, https://github.com/istio/ztunnel/blob/master/src/config.rs) and the fake CA's lifetime. */
 export const DEFAULT_WORKLOAD_VALIDITY_MS = 24 * 60 * 60 * 1000;
 /** Back-dating tolerates small clock differences between peers. */
 export const NOT_BEFORE_SKEW_MS = 60 * 1000;

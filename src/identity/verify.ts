@@ -1,4 +1,4 @@
-// Peer identity checks for the HBONE TLS layer (behaviour spec §2.2, §9.5): URI SAN extraction
+// Peer identity checks for the HBONE TLS layer (upstream: https://github.com/istio/ztunnel/blob/master/src/tls/workload.rs): URI SAN extraction
 // from a peer certificate and the two identity rules. Pure functions; chain validation itself is
 // left to node:tls (rejectUnauthorized + ca = our roots).
 // Must never: trust DNS names, CN or SNI for identity, or split a SAN string on commas blindly
@@ -81,12 +81,12 @@ function spiffeIdsOf(cert: PeerCertificateLike | null | undefined): { uri: strin
   return out;
 }
 
-/** The identity used for policy and telemetry: the first URI SAN that parses as SPIFFE (§2.2). */
+/** The identity used for policy and telemetry: the first URI SAN that parses as SPIFFE. */
 export function peerIdentityOf(cert: PeerCertificateLike | null | undefined): string | undefined {
   return spiffeIdsOf(cert)[0]?.uri;
 }
 
-/** Client side (§2.2): one of the server's SPIFFE identities must be one of the expected identities. */
+/** Client side: one of the server's SPIFFE identities must be one of the expected identities. */
 export function checkServerIdentity(
   expected: readonly string[],
   cert: PeerCertificateLike | null | undefined,
@@ -99,7 +99,7 @@ export function checkServerIdentity(
   );
 }
 
-/** Server side (§2.2, §9.5): at least one client SPIFFE identity in our trust domain; no aliases. */
+/** Server side: at least one client SPIFFE identity in our trust domain (trust-domain aliases are not supported). */
 export function checkClientTrustDomain(
   trustDomain: string,
   cert: PeerCertificateLike | null | undefined,
