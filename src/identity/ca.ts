@@ -1,43 +1,41 @@
-// The in-process certificate authority (the FAKE_CA of behaviour spec §9.2): one root, either
-// generated or loaded from PEM, issuing short-lived ECDSA P-256 workload certificates whose only
-// name is one critical URI SAN carrying the SPIFFE identity (§2.1).
+// The in-process certificate authority, standing in for upstream's FAKE_CA mode
+// (https://github.com/istio/ztunnel/blob/master/src/config.rs, https://github.com/istio/ztunnel/blob/master/src/tls/mock.rs):
+// one root, either generated or loaded from PEM, issuing short-lived ECDSA P-256 workload
+// certificates whose only name is one critical URI SAN carrying the SPIFFE identity (empty
+// subject, like the CSRs upstream sends to istiod: https://github.com/istio/ztunnel/blob/master/src/tls/csr.rs).
+// Certificates are assembled with @peculiar/x509 and signed synchronously (see x509.ts for why).
 // Must never: hand out the root private key (writeTo is the one deliberate exception, for
 // `ca create`), issue for a string that is not a SPIFFE identity, or load a root that cannot sign
 // (wrong key, not a CA) — those are configuration errors reported at start-up.
 // Invariant: every issued certificate chains to rootCertPem (issuer bytes = root subject bytes,
 // AKI = root SKI) and never outlives the root.
 
-import { X509Certificate, createPrivateKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ZtError, errorMessage } from '../errors.js';
 import { parseSpiffeId } from './spiffe.js';
 import {
-  KeyUsageBit,
-  OID,
-  authorityKeyIdentifierExtension,
-  basicConstraintsExtension,
   buildKeyIdentifier,
   buildName,
   buildRandomSerial,
   buildSignatureScheme,
   derToPem,
-  extKeyUsageExtension,
-  keyUsageExtension,
-  parseCertificate,
-  readKeyUsageBits,
-  readSubjectKeyIdentifier,
+  generateP256KeyPair,
+  rootExtensions,
   signCertificate,
-  subjectKeyIdentifierExtension,
+  subjectNameOf,
   truncateToSeconds,
-  uriSubjectAltNameExtension,
+  uriSanExtension,
+  workloadFixedExtensions,
+  x509,
   type IssuedCertificate,
 } from './x509.js';
 
 export const DEFAULT_ROOT_COMMON_NAME = 'ztunnel-ts root CA';
 export const DEFAULT_ROOT_ORGANIZATION = 'cluster.local';
 export const DEFAULT_ROOT_VALIDITY_DAYS = 3650;
-/** SECRET_TTL default (§9.2) and the fake CA's lifetime. */
+/** Upstream's SECRET_TTL default (24 h, https://github.com/istio/ztunnel/blob/master/src/config.rs) and the fake CA's lifetime. */
 export const DEFAULT_WORKLOAD_VALIDITY_MS = 24 * 60 * 60 * 1000;
 /** Back-dating tolerates small clock differences between peers. */
 export const NOT_BEFORE_SKEW_MS = 60 * 1000;
@@ -59,10 +57,13 @@ export class CertificateAuthority {
   readonly rootCertPem: string;
   readonly rootCertificate: CertificateSummary;
   readonly #key: KeyObject;
-  readonly #subject: Buffer;
-  readonly #keyId: Buffer;
+  readonly #subject: ReturnType<typeof subjectNameOf>;
+  /** Hex; becomes every issued certificate's authorityKeyIdentifier. */
+  readonly #keyId: string;
+  readonly #workloadExtensions: ReturnType<typeof workloadFixedExtensions>;
+  readonly #emptyName = buildName({});
 
-  private constructor(cert: X509Certificate, key: KeyObject, subject: Buffer, keyId: Buffer) {
+  private constructor(cert: X509Certificate, key: KeyObject, subject: ReturnType<typeof subjectNameOf>, keyId: string) {
     this.rootCertPem = cert.toString();
     this.rootCertificate = {
       certPem: this.rootCertPem,
@@ -74,6 +75,7 @@ export class CertificateAuthority {
     this.#key = key;
     this.#subject = subject;
     this.#keyId = keyId;
+    this.#workloadExtensions = workloadFixedExtensions(keyId);
   }
 
   static generate(opts?: { commonName?: string; organization?: string; validityDays?: number }): CertificateAuthority {
@@ -81,7 +83,7 @@ export class CertificateAuthority {
     if (!Number.isFinite(validityDays) || validityDays <= 0) {
       throw new ZtError('ZT_ERR_CONFIG_INVALID', `CA validityDays must be a positive number, got ${validityDays}`);
     }
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const { privateKey, publicKey } = generateP256KeyPair();
     const subject = buildName({
       organization: opts?.organization ?? DEFAULT_ROOT_ORGANIZATION,
       commonName: opts?.commonName ?? DEFAULT_ROOT_COMMON_NAME,
@@ -96,11 +98,7 @@ export class CertificateAuthority {
         notBefore: truncateToSeconds(now - NOT_BEFORE_SKEW_MS),
         notAfter: truncateToSeconds(now + validityDays * DAY_MS),
         publicKey,
-        extensions: [
-          basicConstraintsExtension(true),
-          keyUsageExtension([KeyUsageBit.keyCertSign, KeyUsageBit.cRLSign]),
-          subjectKeyIdentifierExtension(keyId),
-        ],
+        extensions: rootExtensions(keyId),
       },
       privateKey,
     );
@@ -148,20 +146,21 @@ export class CertificateAuthority {
     }
     const notAfter = new Date(cert.validTo);
     if (!(notAfter.getTime() > Date.now())) throw invalid(`${certName} expired on ${notAfter.toISOString()}`);
-    let parsed;
+    let parsed: x509.X509Certificate;
+    let subject: ReturnType<typeof subjectNameOf>;
     try {
-      parsed = parseCertificate(cert.raw);
+      parsed = new x509.X509Certificate(cert.raw);
+      subject = subjectNameOf(parsed);
     } catch (err) {
       throw invalid(`${certName}: malformed certificate: ${errorMessage(err)}`, err);
     }
-    const keyUsage = parsed.extensions.get(OID.keyUsage);
-    if (keyUsage && !readKeyUsageBits(keyUsage.value).includes(KeyUsageBit.keyCertSign)) {
+    const keyUsage = parsed.getExtension(x509.KeyUsagesExtension);
+    if (keyUsage && !(keyUsage.usages & x509.KeyUsageFlags.keyCertSign)) {
       throw invalid(`${certName}: keyUsage does not allow keyCertSign`);
     }
     // Reuse the root's own SKI for our AKI: a loaded root may use a different key-id method.
-    const ski = parsed.extensions.get(OID.subjectKeyIdentifier);
-    const keyId = ski ? readSubjectKeyIdentifier(ski.value) : buildKeyIdentifier(cert.publicKey);
-    return new CertificateAuthority(cert, key, parsed.subject, keyId);
+    const keyId = parsed.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId ?? buildKeyIdentifier(cert.publicKey);
+    return new CertificateAuthority(cert, key, subject, keyId);
   }
 
   /** Issues a fresh key and certificate; `now` lets a caller with its own clock stay consistent. */
@@ -176,23 +175,17 @@ export class CertificateAuthority {
     const now = opts?.now ?? Date.now();
     const notBefore = truncateToSeconds(now - NOT_BEFORE_SKEW_MS);
     const notAfter = truncateToSeconds(Math.min(now + validityMs, this.rootCertificate.notAfter.getTime()));
-    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const { privateKey, publicKey } = generateP256KeyPair();
     const serial = buildRandomSerial();
     const der = signCertificate(
       {
         serial,
         issuer: this.#subject,
-        subject: buildName({}),
+        subject: this.#emptyName,
         notBefore,
         notAfter,
         publicKey,
-        extensions: [
-          uriSubjectAltNameExtension(spiffeUri, true),
-          keyUsageExtension([KeyUsageBit.digitalSignature, KeyUsageBit.keyEncipherment]),
-          extKeyUsageExtension([OID.serverAuth, OID.clientAuth]),
-          basicConstraintsExtension(false),
-          authorityKeyIdentifierExtension(this.#keyId),
-        ],
+        extensions: [uriSanExtension(spiffeUri), ...this.#workloadExtensions],
       },
       this.#key,
     );

@@ -1,4 +1,5 @@
-// Per-identity workload certificate cache (behaviour spec §9.3) backed by the in-process CA:
+// Per-identity workload certificate cache backed by the in-process CA, the counterpart of upstream's
+// SecretManager (https://github.com/istio/ztunnel/blob/master/src/identity/manager.rs):
 // issue on first use, refresh at half-life, serve TLS options / SecureContexts to the HBONE layer.
 // Must never expose a private key except through getTlsOptions()/getSecureContext(); dump() and
 // everything else carry certificates only. Timers are unref'd: the cache never keeps the
@@ -154,8 +155,8 @@ export class SecretManager {
     if (previous?.timer) clearTimeout(previous.timer);
     const entry: Entry = {
       issued,
-      // Half-life measured from issuance rather than from the back-dated notBefore (§9.3 uses
-      // notBefore): identical for day-long certificates, but short test lifetimes would otherwise
+      // Half-life measured from issuance rather than from the back-dated notBefore (upstream
+      // measures from notBefore): identical for day-long certificates, but short test lifetimes would otherwise
       // be past their half-life the moment they are issued and renew in a tight loop.
       refreshAt: issuedAt + (issued.notAfter.getTime() - issuedAt) / 2,
       secureContext: undefined,
@@ -185,7 +186,7 @@ export class SecretManager {
     try {
       this.#issue(spiffeUri);
     } catch (err) {
-      // Keep serving the still-valid certificate; retry with backoff, but not past its expiry (§9.3).
+      // Keep serving the still-valid certificate; retry with backoff, but not past its expiry.
       const untilExpiry = entry.issued.notAfter.getTime() - now;
       const delay = Math.max(0, Math.min(entry.retryMs, untilExpiry));
       entry.retryMs = Math.min(entry.retryMs * 2, RETRY_MAX_MS);

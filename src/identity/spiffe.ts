@@ -1,7 +1,7 @@
 // SPIFFE identities as ztunnel uses them: spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>
-// (behaviour spec §9.1). Pure string functions.
+// (upstream's Identity::Spiffe, https://github.com/istio/ztunnel/blob/master/src/identity/manager.rs). Pure string functions.
 // Must never accept anything else as an identity: peers are identified solely by URI SANs of
-// exactly this shape (§2.1), so a lenient parser would widen who can claim an identity.
+// exactly this shape, so a lenient parser would widen who can claim an identity.
 
 export interface SpiffeId {
   trustDomain: string;

@@ -1,4 +1,4 @@
-// Peer identity checks for the HBONE TLS layer (behaviour spec §2.2, §9.5): URI SAN extraction
+// Peer identity checks for the HBONE TLS layer (upstream: https://github.com/istio/ztunnel/blob/master/src/tls/workload.rs): URI SAN extraction
 // from a peer certificate and the two identity rules. Pure functions; chain validation itself is
 // left to node:tls (rejectUnauthorized + ca = our roots).
 // Must never: trust DNS names, CN or SNI for identity, or split a SAN string on commas blindly
@@ -11,7 +11,7 @@ import { X509Certificate } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import { ZtError } from '../errors.js';
 import { parseSpiffeId, type SpiffeId } from './spiffe.js';
-import { OID, parseCertificate, readUriSans } from './x509.js';
+import { readUriSans } from './x509.js';
 
 export type PeerCertificateLike = PeerCertificate | X509Certificate;
 
@@ -28,8 +28,7 @@ export function uriSansOf(cert: PeerCertificateLike | null | undefined): string[
   const raw = cert instanceof X509Certificate ? cert.raw : (cert as Partial<PeerCertificate>).raw;
   if (raw instanceof Buffer && raw.length > 0) {
     try {
-      const san = parseCertificate(raw).extensions.get(OID.subjectAltName);
-      return san ? readUriSans(san.value) : [];
+      return readUriSans(raw);
     } catch {
       return [];
     }
@@ -82,12 +81,12 @@ function spiffeIdsOf(cert: PeerCertificateLike | null | undefined): { uri: strin
   return out;
 }
 
-/** The identity used for policy and telemetry: the first URI SAN that parses as SPIFFE (§2.2). */
+/** The identity used for policy and telemetry: the first URI SAN that parses as SPIFFE. */
 export function peerIdentityOf(cert: PeerCertificateLike | null | undefined): string | undefined {
   return spiffeIdsOf(cert)[0]?.uri;
 }
 
-/** Client side (§2.2): one of the server's SPIFFE identities must be one of the expected identities. */
+/** Client side: one of the server's SPIFFE identities must be one of the expected identities. */
 export function checkServerIdentity(
   expected: readonly string[],
   cert: PeerCertificateLike | null | undefined,
@@ -100,7 +99,7 @@ export function checkServerIdentity(
   );
 }
 
-/** Server side (§2.2, §9.5): at least one client SPIFFE identity in our trust domain; no aliases. */
+/** Server side: at least one client SPIFFE identity in our trust domain (trust-domain aliases are not supported). */
 export function checkClientTrustDomain(
   trustDomain: string,
   cert: PeerCertificateLike | null | undefined,

@@ -1,13 +1,22 @@
-// X.509 v3 certificate building (RFC 5280) on top of the DER encoder, signed with node:crypto,
-// plus the little certificate reading we need (subject bytes, extensions) that
-// crypto.X509Certificate does not expose.
+// X.509 through maintained libraries: @peculiar/x509 (names, extensions, parsing, CSRs) and its
+// ASN.1 schema package @peculiar/asn1-x509 (the certificate structure), signed with node:crypto.
+// Certificates are assembled here synchronously: @peculiar/x509's own generator only signs via
+// WebCrypto, which is async and (measured in bench/identity-issuance.bench.ts) several times
+// slower per certificate; the TBSCertificate is the library's, only the signature is ours.
+// Every other module reaches @peculiar/x509 through this one: it must be evaluated after the
+// Reflect metadata polyfill its dependency injection container (tsyringe) requires.
 // Must never: sign with anything but SHA-256, emit a non-positive serial, or put a private key
 // into an IssuedCertificate other than in keyPem.
-// Invariant: an issuer Name is copied byte for byte from the issuer certificate's subject, so
-// chain building (which compares encoded names) always links leaf to root.
 
-import { createHash, randomBytes, sign, type KeyObject } from 'node:crypto';
-import * as asn1 from './asn1.js';
+import 'reflect-metadata';
+import { createHash, generateKeyPairSync, randomBytes, sign, webcrypto, type KeyObject } from 'node:crypto';
+import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
+import * as asn1X509 from '@peculiar/asn1-x509';
+import * as x509 from '@peculiar/x509';
+import { ZtError } from '../errors.js';
+import { parseSpiffeId } from './spiffe.js';
+
+export { x509 };
 
 export interface IssuedCertificate {
   certPem: string;
@@ -21,57 +30,37 @@ export interface IssuedCertificate {
 }
 
 export const OID = {
-  ecPublicKey: '1.2.840.10045.2.1',
   ecdsaWithSha256: '1.2.840.10045.4.3.2',
-  rsaEncryption: '1.2.840.113549.1.1.1',
   sha256WithRsa: '1.2.840.113549.1.1.11',
   organization: '2.5.4.10',
   commonName: '2.5.4.3',
-  subjectKeyIdentifier: '2.5.29.14',
-  keyUsage: '2.5.29.15',
-  subjectAltName: '2.5.29.17',
-  basicConstraints: '2.5.29.19',
-  authorityKeyIdentifier: '2.5.29.35',
-  extKeyUsage: '2.5.29.37',
-  serverAuth: '1.3.6.1.5.5.7.3.1',
-  clientAuth: '1.3.6.1.5.5.7.3.2',
 } as const;
 
-/** RFC 5280 §4.2.1.3 bit positions. */
-export const KeyUsageBit = {
-  digitalSignature: 0,
-  keyEncipherment: 2,
-  keyCertSign: 5,
-  cRLSign: 6,
-} as const;
-
-export interface Extension {
-  oid: string;
-  critical: boolean;
-  /** DER of the extension value (what goes inside extnValue's OCTET STRING). */
-  value: Buffer;
-}
+/** DER NULL: the parameters of sha256WithRSAEncryption (RFC 4055 §5). */
+const DER_NULL = new Uint8Array([0x05, 0x00]).buffer;
 
 export interface CertificateTemplate {
   /** Unsigned big-endian magnitude. */
   serial: Buffer;
-  issuer: Buffer;
-  subject: Buffer;
+  issuer: asn1X509.Name;
+  subject: asn1X509.Name;
   notBefore: Date;
   notAfter: Date;
   publicKey: KeyObject;
-  extensions: readonly Extension[];
+  extensions: readonly asn1X509.Extension[];
 }
 
-export function buildName(attrs: { organization?: string | undefined; commonName?: string | undefined }): Buffer {
-  const rdns: Buffer[] = [];
-  if (attrs.organization !== undefined) {
-    rdns.push(asn1.setOf(asn1.sequence(asn1.oid(OID.organization), asn1.utf8String(attrs.organization))));
-  }
-  if (attrs.commonName !== undefined) {
-    rdns.push(asn1.setOf(asn1.sequence(asn1.oid(OID.commonName), asn1.utf8String(attrs.commonName))));
-  }
-  return asn1.sequence(...rdns);
+/** A Name of UTF8String attributes (RFC 5280 §4.1.2.4), in the order given; {} is the empty Name. */
+export function buildName(attrs: { organization?: string | undefined; commonName?: string | undefined }): asn1X509.Name {
+  const rdns: Record<string, { utf8String: string }[]>[] = [];
+  if (attrs.organization !== undefined) rdns.push({ [OID.organization]: [{ utf8String: attrs.organization }] });
+  if (attrs.commonName !== undefined) rdns.push({ [OID.commonName]: [{ utf8String: attrs.commonName }] });
+  return AsnConvert.parse(new x509.Name(rdns).toArrayBuffer(), asn1X509.Name);
+}
+
+/** The subject Name of a certificate, re-encoded from its parsed form (identical for DER input). */
+export function subjectNameOf(cert: x509.X509Certificate): asn1X509.Name {
+  return AsnConvert.parse(cert.rawData, asn1X509.Certificate).tbsCertificate.subject;
 }
 
 /** 16 random bytes with the top bit cleared (positive) and the next set (no leading zero octet). */
@@ -81,51 +70,14 @@ export function buildRandomSerial(): Buffer {
   return serial;
 }
 
-/** RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING's value. */
-export function buildKeyIdentifier(publicKey: KeyObject): Buffer {
-  const spki = asn1.readNode(publicKey.export({ type: 'spki', format: 'der' }));
-  const [, subjectPublicKey] = asn1.readChildren(spki.content);
-  if (subjectPublicKey?.tag !== asn1.Tag.BIT_STRING) throw new RangeError('malformed SubjectPublicKeyInfo');
-  return createHash('sha1').update(subjectPublicKey.content.subarray(1)).digest();
-}
-
-export function basicConstraintsExtension(ca: boolean): Extension {
-  // cA BOOLEAN DEFAULT FALSE: DER omits a default, so CA:FALSE is an empty SEQUENCE.
-  return { oid: OID.basicConstraints, critical: true, value: ca ? asn1.sequence(asn1.boolean(true)) : asn1.sequence() };
-}
-
-export function keyUsageExtension(bits: readonly number[]): Extension {
-  return { oid: OID.keyUsage, critical: true, value: asn1.namedBitString(bits) };
-}
-
-export function extKeyUsageExtension(purposes: readonly string[]): Extension {
-  return { oid: OID.extKeyUsage, critical: false, value: asn1.sequence(...purposes.map((p) => asn1.oid(p))) };
-}
-
-/** RFC 5280 §4.2.1.6: with an empty subject the SAN extension must be critical. */
-export function uriSubjectAltNameExtension(uri: string, critical: boolean): Extension {
-  asn1.assertAscii(uri);
-  const generalName = asn1.implicitPrimitive(6, Buffer.from(uri, 'latin1'));
-  return { oid: OID.subjectAltName, critical, value: asn1.sequence(generalName) };
-}
-
-export function subjectKeyIdentifierExtension(keyId: Buffer): Extension {
-  return { oid: OID.subjectKeyIdentifier, critical: false, value: asn1.octetString(keyId) };
-}
-
-export function authorityKeyIdentifierExtension(keyId: Buffer): Extension {
-  return { oid: OID.authorityKeyIdentifier, critical: false, value: asn1.sequence(asn1.implicitPrimitive(0, keyId)) };
-}
-
-function encodeExtension(ext: Extension): Buffer {
-  const parts = [asn1.oid(ext.oid)];
-  if (ext.critical) parts.push(asn1.boolean(true));
-  parts.push(asn1.octetString(ext.value));
-  return asn1.sequence(...parts);
+/** RFC 5280 §4.2.1.2 method (1): SHA-1 of the subjectPublicKey BIT STRING's value, as hex. */
+export function buildKeyIdentifier(publicKey: KeyObject): string {
+  const spki = parseSpki(publicKey);
+  return createHash('sha1').update(Buffer.from(spki.subjectPublicKey)).digest('hex');
 }
 
 interface SignatureScheme {
-  algorithm: Buffer;
+  algorithm: asn1X509.AlgorithmIdentifier;
   sign(tbs: Buffer): Buffer;
 }
 
@@ -133,39 +85,106 @@ interface SignatureScheme {
 export function buildSignatureScheme(issuerKey: KeyObject): SignatureScheme {
   if (issuerKey.asymmetricKeyType === 'ec') {
     return {
-      // ecdsa-with-SHA256 has absent parameters (RFC 5758 §3.2).
-      algorithm: asn1.sequence(asn1.oid(OID.ecdsaWithSha256)),
+      // ecdsa-with-SHA256 has absent parameters (RFC 5758 §3.2); the signature is the DER Ecdsa-Sig-Value.
+      algorithm: new asn1X509.AlgorithmIdentifier({ algorithm: OID.ecdsaWithSha256 }),
       sign: (tbs) => sign('sha256', tbs, { key: issuerKey, dsaEncoding: 'der' }),
     };
   }
   if (issuerKey.asymmetricKeyType === 'rsa') {
     return {
-      algorithm: asn1.sequence(asn1.oid(OID.sha256WithRsa), asn1.nullValue()),
+      algorithm: new asn1X509.AlgorithmIdentifier({ algorithm: OID.sha256WithRsa, parameters: DER_NULL }),
       sign: (tbs) => sign('sha256', tbs, issuerKey),
     };
   }
   throw new RangeError(`unsupported CA key type ${issuerKey.asymmetricKeyType ?? 'unknown'} (need EC or RSA)`);
 }
 
-/** Returns the DER certificate. */
+/** Builds the TBSCertificate with @peculiar/asn1-x509, signs it; returns the DER certificate. */
 export function signCertificate(template: CertificateTemplate, issuerKey: KeyObject): Buffer {
   const scheme = buildSignatureScheme(issuerKey);
-  const tbs = asn1.sequence(
-    asn1.explicit(0, asn1.integer(2)), // v3
-    asn1.integer(template.serial),
-    scheme.algorithm,
-    template.issuer,
-    asn1.sequence(asn1.time(template.notBefore), asn1.time(template.notAfter)),
-    template.subject,
-    template.publicKey.export({ type: 'spki', format: 'der' }),
-    asn1.explicit(3, asn1.sequence(...template.extensions.map(encodeExtension))),
-  );
-  return asn1.sequence(tbs, scheme.algorithm, asn1.bitString(scheme.sign(tbs)));
+  const tbsCertificate = new asn1X509.TBSCertificate({
+    version: asn1X509.Version.v3,
+    serialNumber: toArrayBuffer(template.serial),
+    signature: scheme.algorithm,
+    issuer: template.issuer,
+    validity: new asn1X509.Validity({ notBefore: template.notBefore, notAfter: template.notAfter }),
+    subject: template.subject,
+    subjectPublicKeyInfo: subjectPublicKeyInfoOf(template.publicKey),
+    extensions: new asn1X509.Extensions([...template.extensions]),
+  });
+  const tbs = Buffer.from(AsnConvert.serialize(tbsCertificate));
+  const certificate = new asn1X509.Certificate({
+    tbsCertificate,
+    signatureAlgorithm: scheme.algorithm,
+    signatureValue: toArrayBuffer(scheme.sign(tbs)),
+  });
+  return Buffer.from(AsnConvert.serialize(certificate));
 }
 
-export function derToPem(der: Buffer, label = 'CERTIFICATE'): string {
-  const body = der.toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
-  return `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;
+/** @peculiar/x509's extension objects in the schema form a TBSCertificate holds. */
+export function toAsnExtensions(extensions: readonly x509.Extension[]): asn1X509.Extension[] {
+  return extensions.map((e) => AsnConvert.parse(e.rawData, asn1X509.Extension));
+}
+
+/**
+ * The extensions every workload certificate of one issuer shares: built once per CA, since
+ * constructing @peculiar/x509's extension objects costs about a millisecond each.
+ */
+export function workloadFixedExtensions(issuerKeyId: string): asn1X509.Extension[] {
+  return toAsnExtensions([
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
+    new x509.BasicConstraintsExtension(false, undefined, true),
+    new x509.AuthorityKeyIdentifierExtension(issuerKeyId),
+  ]);
+}
+
+/**
+ * subjectAltName with one URI (an IA5String: the caller checks the URI is ASCII), made from the
+ * schema classes directly, as it differs per certificate. RFC 5280 §4.2.1.6: with an empty
+ * subject the extension must be critical.
+ */
+export function uriSanExtension(uri: string): asn1X509.Extension {
+  const names = new asn1X509.SubjectAlternativeName([new asn1X509.GeneralName({ uniformResourceIdentifier: uri })]);
+  return new asn1X509.Extension({
+    extnID: asn1X509.id_ce_subjectAltName,
+    critical: true,
+    extnValue: new OctetString(AsnConvert.serialize(names)),
+  });
+}
+
+/** The extensions of a self-signed root. */
+export function rootExtensions(keyId: string): asn1X509.Extension[] {
+  return toAsnExtensions([
+    new x509.BasicConstraintsExtension(true, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    new x509.SubjectKeyIdentifierExtension(keyId),
+  ]);
+}
+
+/** The AlgorithmIdentifier of P-256 public keys (id-ecPublicKey, namedCurve prime256v1), parsed once. */
+let p256KeyAlgorithm: asn1X509.AlgorithmIdentifier | undefined;
+
+/**
+ * SubjectPublicKeyInfo of a key. Parsing the SPKI DER costs ~0.5 ms with the schema parser, so for
+ * P-256 keys the structure is filled in from the JWK coordinates (the SEC 1 uncompressed point).
+ */
+function subjectPublicKeyInfoOf(publicKey: KeyObject): asn1X509.SubjectPublicKeyInfo {
+  const jwk = publicKey.export({ format: 'jwk' });
+  if (jwk.kty === 'EC' && jwk.crv === 'P-256' && jwk.x && jwk.y) {
+    p256KeyAlgorithm ??= parseSpki(publicKey).algorithm;
+    const point = Buffer.concat([Buffer.from([0x04]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]);
+    return new asn1X509.SubjectPublicKeyInfo({ algorithm: p256KeyAlgorithm, subjectPublicKey: toArrayBuffer(point) });
+  }
+  return parseSpki(publicKey);
+}
+
+function parseSpki(publicKey: KeyObject): asn1X509.SubjectPublicKeyInfo {
+  return AsnConvert.parse(publicKey.export({ type: 'spki', format: 'der' }), asn1X509.SubjectPublicKeyInfo);
+}
+
+export function derToPem(der: Uint8Array, label = 'CERTIFICATE'): string {
+  return `${x509.PemConverter.encode(toArrayBuffer(der), label)}\n`;
 }
 
 /** Certificates store whole seconds: truncate so the Date we report equals what is encoded. */
@@ -173,61 +192,40 @@ export function truncateToSeconds(ms: number): Date {
   return new Date(Math.floor(ms / 1000) * 1000);
 }
 
-// ---- reading ----
-
-export interface ParsedCertificate {
-  subject: Buffer;
-  extensions: Map<string, { critical: boolean; value: Buffer }>;
+export function generateP256KeyPair(): { privateKey: KeyObject; publicKey: KeyObject } {
+  return generateKeyPairSync('ec', { namedCurve: 'P-256' });
 }
 
-/** Pulls the subject Name (byte-exact) and the extensions out of a DER certificate. */
-export function parseCertificate(der: Buffer): ParsedCertificate {
-  const cert = asn1.readNode(der);
-  const [tbs] = asn1.readChildren(cert.content);
-  if (tbs?.tag !== asn1.Tag.SEQUENCE) throw new RangeError('malformed certificate');
-  const fields = asn1.readChildren(tbs.content);
-  // version [0] is optional (absent = v1); everything after it is positional.
-  const rest = fields[0]?.tag === 0xa0 ? fields.slice(1) : fields;
-  const subject = rest[4];
-  if (subject?.tag !== asn1.Tag.SEQUENCE) throw new RangeError('malformed certificate subject');
-  const extensions = new Map<string, { critical: boolean; value: Buffer }>();
-  const wrapper = rest.slice(6).find((n) => n.tag === 0xa3);
-  if (wrapper) {
-    const [list] = asn1.readChildren(wrapper.content);
-    for (const ext of list ? asn1.readChildren(list.content) : []) {
-      const parts = asn1.readChildren(ext.content);
-      const id = parts[0];
-      const hasCritical = parts[1]?.tag === asn1.Tag.BOOLEAN;
-      const valueNode = hasCritical ? parts[2] : parts[1];
-      if (id?.tag !== asn1.Tag.OID || valueNode?.tag !== asn1.Tag.OCTET_STRING) continue;
-      extensions.set(asn1.decodeOid(id.content), {
-        critical: hasCritical && parts[1]?.content[0] !== 0,
-        value: valueNode.content,
-      });
-    }
+/** URI GeneralNames in the subjectAltName extension of a DER certificate, in order. */
+export function readUriSans(der: Uint8Array): string[] {
+  const san = new x509.X509Certificate(toArrayBuffer(der)).getExtension(x509.SubjectAlternativeNameExtension);
+  return san ? san.names.items.filter((n) => n.type === 'url').map((n) => n.value) : [];
+}
+
+const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+
+/**
+ * A PKCS #10 request for a fresh P-256 key whose only name is the SPIFFE id, as a URI SAN in an
+ * extensionRequest attribute (the subject is empty, as upstream's CSRs are). For an external CA
+ * (istiod's CreateCertificate); off the data path, so the library's async WebCrypto API is fine.
+ */
+export async function createCsr(spiffeUri: string): Promise<{ csrPem: string; keyPem: string }> {
+  if (!parseSpiffeId(spiffeUri) || !/^[\x21-\x7e]+$/.test(spiffeUri)) {
+    throw new ZtError('ZT_ERR_CONFIG_INVALID', `cannot request a certificate for ${JSON.stringify(spiffeUri)}: not a SPIFFE identity`);
   }
-  return { subject: subject.raw, extensions };
+  const keys = await webcrypto.subtle.generateKey(ECDSA_P256, true, ['sign', 'verify']);
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
+    {
+      keys,
+      signingAlgorithm: ECDSA_P256,
+      extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: spiffeUri }], true)],
+    },
+    webcrypto as unknown as Crypto,
+  );
+  const pkcs8 = await webcrypto.subtle.exportKey('pkcs8', keys.privateKey);
+  return { csrPem: `${csr.toString('pem')}\n`, keyPem: derToPem(new Uint8Array(pkcs8), 'PRIVATE KEY') };
 }
 
-/** Named bits set in a keyUsage extension value. */
-export function readKeyUsageBits(value: Buffer): number[] {
-  const node = asn1.readNode(value);
-  const bits: number[] = [];
-  node.content.subarray(1).forEach((octet, i) => {
-    for (let b = 0; b < 8; b++) if (octet & (0x80 >> b)) bits.push(i * 8 + b);
-  });
-  return bits;
-}
-
-/** The keyIdentifier of a subjectKeyIdentifier extension value. */
-export function readSubjectKeyIdentifier(value: Buffer): Buffer {
-  return asn1.readNode(value).content;
-}
-
-/** URI GeneralNames ([6] IA5String) in a subjectAltName extension value. */
-export function readUriSans(value: Buffer): string[] {
-  return asn1
-    .readChildren(asn1.readNode(value).content)
-    .filter((n) => n.tag === 0x86)
-    .map((n) => n.content.toString('latin1'));
+function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
+  return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
 }

@@ -1,7 +1,8 @@
 // Identity layer: SPIFFE ids, the CA and its certificates (checked with node:crypto and real
 // TLS 1.3 handshakes on 127.0.0.1), SAN checks, the secret manager and `ca create`.
 import t, { type Test } from 'tap';
-import { X509Certificate, createPrivateKey, generateKeyPairSync } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { X509Certificate, createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,15 +21,14 @@ import {
   uriSansOf,
 } from '../../src/identity/verify.js';
 import {
-  OID,
   buildName,
   buildRandomSerial,
-  parseCertificate,
-  readKeyUsageBits,
-  readSubjectKeyIdentifier,
-  signCertificate,
+  createCsr,
   derToPem,
-  uriSubjectAltNameExtension,
+  signCertificate,
+  subjectNameOf,
+  uriSanExtension,
+  x509,
 } from '../../src/identity/x509.js';
 
 const SERVER_ID = 'spiffe://cluster.local/ns/default/sa/server';
@@ -78,11 +78,14 @@ t.test('root certificate', async (t) => {
   t.match(root.subject, /CN=identity-test root/);
   t.equal(root.subject, root.issuer);
   t.ok(root.verify(root.publicKey), 'self-signed');
-  const ext = parseCertificate(root.raw).extensions;
-  t.equal(ext.get(OID.basicConstraints)?.critical, true);
-  t.same(readKeyUsageBits(ext.get(OID.keyUsage)!.value), [5, 6], 'keyCertSign + cRLSign');
-  t.equal(ext.get(OID.keyUsage)?.critical, true);
-  t.equal(readSubjectKeyIdentifier(ext.get(OID.subjectKeyIdentifier)!.value).length, 20);
+  const parsed = new x509.X509Certificate(root.raw);
+  const bc = parsed.getExtension(x509.BasicConstraintsExtension);
+  t.equal(bc?.critical, true);
+  t.equal(bc?.ca, true);
+  const ku = parsed.getExtension(x509.KeyUsagesExtension);
+  t.equal(ku?.usages, x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, 'keyCertSign + cRLSign');
+  t.equal(ku?.critical, true);
+  t.match(parsed.getExtension(x509.SubjectKeyIdentifierExtension)?.keyId, /^[0-9a-f]{40}$/, '20-byte SKI');
   t.equal(ca.rootCertificate.identity, 'identity-test root');
   t.equal(ca.rootCertificate.serialHex, root.serialNumber.toUpperCase());
   t.ok(ca.rootCertificate.notAfter.getTime() - Date.now() > 3600 * 24 * 3000 * 1000, 'about ten years');
@@ -108,14 +111,26 @@ t.test('workload certificate', async (t) => {
   t.equal(new Date(cert.validTo).getTime(), issued.notAfter.getTime());
   t.ok(Math.abs(issued.notBefore.getTime() - (before - 60_000)) < 2000, 'back-dated 60 s');
   t.ok(Math.abs(issued.notAfter.getTime() - (before + 24 * 3600_000)) < 2000, '24 h');
-  t.same(cert.keyUsage, [OID.serverAuth, OID.clientAuth], 'EKU');
-  const ext = parseCertificate(cert.raw).extensions;
-  t.equal(ext.get(OID.subjectAltName)?.critical, true, 'SAN critical');
-  t.same(readKeyUsageBits(ext.get(OID.keyUsage)!.value), [0, 2], 'digitalSignature + keyEncipherment');
-  t.equal(ext.get(OID.keyUsage)?.critical, true);
-  t.equal(ext.get(OID.basicConstraints)?.value.toString('hex'), '3000', 'CA:FALSE');
-  const rootSki = readSubjectKeyIdentifier(parseCertificate(root.raw).extensions.get(OID.subjectKeyIdentifier)!.value);
-  t.equal(ext.get(OID.authorityKeyIdentifier)?.value.toString('hex'), `3016${'80' + '14'}${rootSki.toString('hex')}`, 'AKI = root SKI');
+  t.same(cert.keyUsage, ['1.3.6.1.5.5.7.3.1', '1.3.6.1.5.5.7.3.2'], 'EKU serverAuth + clientAuth');
+  const parsed = new x509.X509Certificate(cert.raw);
+  t.same(
+    parsed.extensions.map((e) => [e.type, e.critical]),
+    [
+      ['2.5.29.17', true],
+      ['2.5.29.15', true],
+      ['2.5.29.37', false],
+      ['2.5.29.19', true],
+      ['2.5.29.35', false],
+    ],
+    'exactly SAN (critical), KU (critical), EKU, basicConstraints (critical), AKI',
+  );
+  const san = parsed.getExtension(x509.SubjectAlternativeNameExtension);
+  t.same(san?.names.toJSON(), [{ type: 'url', value: SERVER_ID }], 'one URI SAN');
+  t.equal(parsed.getExtension(x509.KeyUsagesExtension)?.usages, x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment);
+  t.equal(parsed.getExtension(x509.BasicConstraintsExtension)?.ca, false, 'CA:FALSE');
+  const rootSki = new x509.X509Certificate(root.raw).getExtension(x509.SubjectKeyIdentifierExtension)?.keyId;
+  t.ok(rootSki);
+  t.equal(parsed.getExtension(x509.AuthorityKeyIdentifierExtension)?.keyId, rootSki, 'AKI = root SKI');
   const key = createPrivateKey(issued.keyPem);
   t.equal(key.asymmetricKeyDetails?.namedCurve, 'prime256v1');
   t.ok(cert.checkPrivateKey(key));
@@ -129,6 +144,91 @@ t.test('workload certificate', async (t) => {
     t.throws(() => ca.issueWorkloadCertificate(bad), { code: 'ZT_ERR_CONFIG_INVALID' }, bad);
   }
   t.throws(() => ca.issueWorkloadCertificate(SERVER_ID, { validityMs: -1 }), { code: 'ZT_ERR_CONFIG_INVALID' });
+});
+
+function openssl(args: string[], input?: string): string {
+  return execFileSync('openssl', args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], ...(input !== undefined && { input }) });
+}
+
+t.test('openssl accepts the root and the workload certificates', async (t) => {
+  const dir = tempDir(t);
+  const rootPath = join(dir, 'root.pem');
+  const leafPath = join(dir, 'leaf.pem');
+  writeFileSync(rootPath, ca.rootCertPem);
+  writeFileSync(leafPath, ca.issueWorkloadCertificate(SERVER_ID).certPem);
+  t.match(openssl(['verify', '-CAfile', rootPath, leafPath]), `${leafPath}: OK`);
+  // The purpose checks need the EKU and KU to be right, not just the signature.
+  t.match(openssl(['verify', '-purpose', 'sslserver', '-CAfile', rootPath, leafPath]), /OK/);
+  t.match(openssl(['verify', '-purpose', 'sslclient', '-CAfile', rootPath, leafPath]), /OK/);
+  const text = openssl(['x509', '-in', leafPath, '-noout', '-text']);
+  t.match(text, /X509v3 Subject Alternative Name: critical\s+URI:spiffe:\/\/cluster\.local\/ns\/default\/sa\/server\n/);
+  t.match(text, /X509v3 Key Usage: critical\s+Digital Signature, Key Encipherment\n/);
+  t.match(text, /X509v3 Extended Key Usage: \s+TLS Web Server Authentication, TLS Web Client Authentication\n/);
+  t.match(text, /X509v3 Basic Constraints: critical\s+CA:FALSE\n/);
+  t.match(text, /Signature Algorithm: ecdsa-with-SHA256/);
+  t.match(text, /ASN1 OID: prime256v1/);
+  t.match(text, /Subject: *\n/, 'empty subject');
+  const aki = /X509v3 Authority Key Identifier: \s+(?:keyid:)?([0-9A-F:]+)\n/.exec(text)?.[1];
+  const ski = /X509v3 Subject Key Identifier: \s+([0-9A-F:]+)\n/.exec(openssl(['x509', '-in', rootPath, '-noout', '-text']))?.[1];
+  t.ok(ski, 'root has an SKI');
+  t.equal(aki, ski, 'leaf AKI = root SKI');
+  const rootText = openssl(['x509', '-in', rootPath, '-noout', '-text']);
+  t.match(rootText, /X509v3 Basic Constraints: critical\s+CA:TRUE\n/);
+  t.match(rootText, /X509v3 Key Usage: critical\s+Certificate Sign, CRL Sign\n/);
+  // A wrong root must fail: the check above is not vacuous.
+  const otherPath = join(dir, 'other.pem');
+  writeFileSync(otherPath, otherCa.rootCertPem);
+  t.throws(() => openssl(['verify', '-CAfile', otherPath, leafPath]), 'another root does not verify it');
+});
+
+t.test('roots made by openssl (EC and RSA) load and issue verifiable certificates', async (t) => {
+  const dir = tempDir(t);
+  for (const [kind, newkey] of [
+    ['ec', ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-384']],
+    ['rsa', ['-newkey', 'rsa:2048']],
+  ] as const) {
+    const certPath = join(dir, `${kind}-root.pem`);
+    const keyPath = join(dir, `${kind}-key.pem`);
+    // PrintableString C and O, UTF8String CN: the issuer we copy must stay byte-identical.
+    openssl(['req', '-x509', ...newkey, '-nodes', '-keyout', keyPath, '-out', certPath, '-days', '2',
+      '-subj', '/C=DE/O=Example Org/CN=openssl root \u00e9', '-utf8',
+      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign']);
+    const loaded = CertificateAuthority.fromFiles(certPath, keyPath);
+    const leaf = loaded.issueWorkloadCertificate(CLIENT_ID, { validityMs: 7 * 24 * 3600_000 });
+    const leafPath = join(dir, `${kind}-leaf.pem`);
+    writeFileSync(leafPath, leaf.certPem);
+    t.match(openssl(['verify', '-CAfile', certPath, leafPath]), /OK/, `${kind}: openssl verifies the leaf`);
+    const root = new X509Certificate(readFileSync(certPath));
+    const cert = new X509Certificate(leaf.certPem);
+    t.ok(cert.checkIssued(root) && cert.verify(root.publicKey), `${kind}: node verifies the leaf`);
+    t.equal(leaf.notAfter.getTime(), new Date(root.validTo).getTime(), `${kind}: capped at the root's notAfter`);
+    const text = openssl(['x509', '-in', leafPath, '-noout', '-text']);
+    t.match(text, kind === 'rsa' ? /Signature Algorithm: sha256WithRSAEncryption/ : /Signature Algorithm: ecdsa-with-SHA256/);
+  }
+});
+
+t.test('CSR for an external CA', async (t) => {
+  const { csrPem, keyPem } = await createCsr(SERVER_ID);
+  t.match(csrPem, /^-----BEGIN CERTIFICATE REQUEST-----\n[\s\S]+\n-----END CERTIFICATE REQUEST-----\n$/);
+  const text = openssl(['req', '-verify', '-noout', '-text'], csrPem);
+  t.match(text, /Subject: *\n/, 'empty subject');
+  t.match(text, /Requested Extensions:\s+X509v3 Subject Alternative Name: critical\s+URI:spiffe:\/\/cluster\.local\/ns\/default\/sa\/server\n/);
+  t.match(text, /Signature Algorithm: ecdsa-with-SHA256/);
+  t.match(text, /ASN1 OID: prime256v1/);
+  // Parsed back with the library: signed by its own key, and that key is the one we got.
+  const csr = new x509.Pkcs10CertificateRequest(csrPem);
+  t.equal(await csr.verify(), true, 'self-signature verifies');
+  const san = csr.getExtension('2.5.29.17');
+  t.type(san, x509.SubjectAlternativeNameExtension);
+  t.same((san as x509.SubjectAlternativeNameExtension).names.toJSON(), [{ type: 'url', value: SERVER_ID }]);
+  t.equal(san?.critical, true);
+  t.equal(csr.extensions.length, 1, 'no other extension requested');
+  const key = createPrivateKey(keyPem);
+  t.equal(key.asymmetricKeyDetails?.namedCurve, 'prime256v1');
+  const spkiOfKey = createPublicKeyDer(keyPem);
+  t.equal(Buffer.from(csr.publicKey.rawData).toString('hex'), spkiOfKey, 'the key matches the CSR');
+  t.not((await createCsr(SERVER_ID)).keyPem, keyPem, 'a fresh key each time');
+  await t.rejects(createCsr('https://not-spiffe'), { code: 'ZT_ERR_CONFIG_INVALID' });
 });
 
 t.test('SAN text parsing resists crafted values', async (t) => {
@@ -147,7 +247,7 @@ t.test('SAN text parsing resists crafted values', async (t) => {
   const crafted = 'spiffe://td/ns/a/sa/b, URI:spiffe://cluster.local/ns/default/sa/admin';
   const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const rootKey = createPrivateKey(readCaKey(ca, t));
-  const rootSubject = parseCertificate(new X509Certificate(ca.rootCertPem).raw).subject;
+  const rootSubject = subjectNameOf(new x509.X509Certificate(ca.rootCertPem));
   const der = signCertificate(
     {
       serial: buildRandomSerial(),
@@ -156,7 +256,7 @@ t.test('SAN text parsing resists crafted values', async (t) => {
       notBefore: new Date(Date.now() - 60_000),
       notAfter: new Date(Date.now() + 3600_000),
       publicKey,
-      extensions: [uriSubjectAltNameExtension(crafted, true)],
+      extensions: [uriSanExtension(crafted)],
     },
     rootKey,
   );
@@ -473,6 +573,10 @@ t.test('ca create', async (t) => {
   t.not(readFileSync(certPath, 'utf8'), originalCert, 'replaced with --force');
   t.equal(statSync(keyPath).mode & 0o777, 0o600);
 });
+
+function createPublicKeyDer(keyPem: string): string {
+  return createPublicKey(keyPem).export({ type: 'spki', format: 'der' }).toString('hex');
+}
 
 /** The CA's key as PEM, obtained the only way the CA gives it out: writeTo. */
 function readCaKey(authority: CertificateAuthority, t: Test): string {
