@@ -101,6 +101,10 @@ const addressArb: fc.Arbitrary<MeshAddress> = fc.oneof(
   serviceArb.map((service) => ({ kind: 'service' as const, service })),
 );
 
+function nameOf(m: MeshAddress): string {
+  return m.kind === 'workload' ? m.workload.uid : `${m.service.namespace}/${m.service.hostname}`;
+}
+
 const nameArb = fc.constantFrom(...UIDS, ...SERVICE_KEYS, 'nothing/here');
 
 type Op =
@@ -108,7 +112,8 @@ type Op =
   | { op: 'removeWorkload'; uid: string }
   | { op: 'upsertService'; s: Service }
   | { op: 'removeService'; key: string }
-  | { op: 'batch'; upserts: MeshAddress[]; removals: string[] };
+  | { op: 'batch'; upserts: MeshAddress[]; removals: string[] }
+  | { op: 'readd'; name: string };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 4, arbitrary: workloadArb.map((w) => ({ op: 'upsertWorkload' as const, w })) },
@@ -121,17 +126,25 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
       .record({ upserts: fc.array(addressArb, { maxLength: 6 }), removals: fc.array(nameArb, { maxLength: 3 }) })
       .map((r) => ({ op: 'batch' as const, ...r })),
   },
+  // Removed and re-added in one response: the resource goes last in arrival order.
+  { weight: 1, arbitrary: addressArb.map((m) => ({ op: 'batch' as const, upserts: [m], removals: [nameOf(m)] })) },
+  // The same, with the very model held now (same VIPs: only the arrival order changes).
+  { weight: 1, arbitrary: nameArb.map((name) => ({ op: 'readd' as const, name })) },
 );
-
-function nameOf(m: MeshAddress): string {
-  return m.kind === 'workload' ? m.workload.uid : `${m.service.namespace}/${m.service.hostname}`;
-}
 
 /** The same operations on plain ordered maps: what "the final set, in arrival order" means. */
 class Reference {
   readonly workloads = new Map<string, Workload>();
   readonly services = new Map<string, Service>();
-  apply(o: Op): void {
+  /** `readd` → the batch it stands for now. */
+  resolve(o: Op): Exclude<Op, { op: 'readd' }> {
+    if (o.op !== 'readd') return o;
+    const w = this.workloads.get(o.name);
+    const s = this.services.get(o.name);
+    const m: MeshAddress[] = w ? [{ kind: 'workload', workload: w }] : s ? [{ kind: 'service', service: s }] : [];
+    return { op: 'batch', upserts: m, removals: [o.name] };
+  }
+  apply(o: Exclude<Op, { op: 'readd' }>): void {
     switch (o.op) {
       case 'upsertWorkload':
         this.workloads.set(o.w.uid, o.w);
@@ -156,7 +169,7 @@ class Reference {
   }
 }
 
-function applyToStore(store: MeshStore, o: Op): void {
+function applyToStore(store: MeshStore, o: Exclude<Op, { op: 'readd' }>): void {
   switch (o.op) {
     case 'upsertWorkload':
       return store.upsertWorkload(o.w);
@@ -224,7 +237,8 @@ t.test('differential: any sequence of upserts/removals answers as a ProxyState b
     (ops) => {
       const store = new MeshStore();
       const ref = new Reference();
-      for (const o of ops) {
+      for (const op of ops) {
+        const o = ref.resolve(op);
         // Copy-on-write: every service a reader holds before the step is frozen and unchanged after it.
         const held = [...store.servicesByKey.values()].map((s) => [s, canon(s)] as const);
         applyToStore(store, o);
@@ -249,7 +263,8 @@ t.test('differential, checked after every step', (t) => {
     (ops) => {
       const store = new MeshStore();
       const ref = new Reference();
-      for (const o of ops) {
+      for (const op of ops) {
+        const o = ref.resolve(op);
         applyToStore(store, o);
         ref.apply(o);
         compare(store, ref);
