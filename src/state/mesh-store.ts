@@ -1,0 +1,530 @@
+// The mesh state fed one resource at a time (delta xDS): workloads by uid, services by
+// namespace/hostname, policies by namespace/name, with the same indexes and the same read
+// API as ProxyState, so the data path can read either. An upsert or a removal touches only
+// the index entries of that resource (its addresses, its VIPs, the services it is an
+// endpoint of), never the whole world.
+//
+// Endpoints: a workload's `services` map makes it an endpoint of those services (as the YAML
+// loader does). Those joins are kept per service key whether or not the service exists yet
+// (staged): a service that arrives after its workloads, or is removed and re-added, gets
+// them. A service's own `endpoints` (the YAML form may give them directly) are its base; a
+// joined endpoint of the same uid replaces the base one.
+//
+// Models stay frozen: when a service's endpoint set changes, a new frozen Service object is
+// made (copy-on-write) and the indexes re-pointed at it; readers holding the old object see
+// it unchanged. Rebuilds are deferred to the end of a batch (applyAddresses), so a service
+// whose many endpoints arrive in one response is rebuilt once.
+//
+// Tie-breaking is ProxyState's, with "first" meaning first in arrival order (a resource
+// keeps its place when updated and goes last when removed and re-added), which is the order
+// of `config` — so a ProxyState built from `config` answers every query the same way.
+// Knows nothing of sockets or of the xDS wire. Must never throw on a well-typed model.
+import type { Authorization, Endpoint, LocalConfig, PortMap, Service, Workload } from '../config/types.js';
+import { type Cidr, cidrContains, parseCidr, parseIp } from '../util/ip.js';
+
+/** One Address resource's model (the same shape as src/xds/address-to-model.ts's AddressModel). */
+export type MeshAddress = { kind: 'workload'; workload: Workload } | { kind: 'service'; service: Service };
+
+export interface MeshUpsert<M> {
+  name: string;
+  model: M;
+}
+
+interface CidrVip {
+  network: string;
+  cidr: Cidr;
+  prefix: number;
+  /** Arrival order of the service, then the CIDR's position in it: ties keep config order. */
+  seq: number;
+  idx: number;
+  service: Service;
+}
+
+interface VipEntry {
+  service: Service;
+  seq: number;
+}
+
+interface AddrEntry {
+  workload: Workload;
+  seq: number;
+}
+
+const EMPTY: readonly Service[] = Object.freeze([]);
+
+function addrKey(network: string, ip: string): string {
+  return `${network}/${ip}`;
+}
+
+function serviceKey(s: { namespace: string; hostname: string }): string {
+  return `${s.namespace}/${s.hostname}`;
+}
+
+export class MeshStore {
+  private readonly workloads = new Map<string, Workload>();
+  private readonly workloadSeq = new Map<string, number>();
+  /** Services as upserted (their own endpoints = base); Map order = arrival order. */
+  private readonly serviceBase = new Map<string, Service>();
+  private readonly serviceSeq = new Map<string, number>();
+  /** The built (base + joined endpoints) frozen Service per key. */
+  private readonly services = new Map<string, Service>();
+  private readonly policies = new Map<string, Authorization>();
+  private nextSeq = 0;
+
+  /** addr → every workload holding it (arrival order) and the preferred one. */
+  private readonly addrEntries = new Map<string, AddrEntry[]>();
+  private readonly workloadsByAddr = new Map<string, Workload>();
+  /** addr → services with that VIP, in arrival order. */
+  private readonly servicesByVip = new Map<string, VipEntry[]>();
+  /** The arrival number each built service was indexed under. */
+  private readonly indexedSeq = new Map<string, number>();
+  /** Longest prefix first, then arrival order. */
+  private cidrVips: CidrVip[] = [];
+  private readonly cidrEntriesOf = new Map<string, CidrVip[]>();
+
+  /** service key → uid → endpoint from workloads' `services` maps (kept while the service is absent). */
+  private readonly joined = new Map<string, Map<string, Endpoint>>();
+  /** uid → keys of services whose base endpoints name it. */
+  private readonly directOf = new Map<string, Set<string>>();
+  private readonly servicesOfCache = new Map<string, readonly Service[]>();
+
+  private readonly dirty = new Set<string>();
+  private configCache: LocalConfig | undefined;
+
+  /** Same role as ProxyState's: uid → workload. */
+  get workloadsByUid(): ReadonlyMap<string, Workload> {
+    return this.workloads;
+  }
+
+  /** Same role as ProxyState's: `namespace/hostname` → service (endpoints joined). */
+  get servicesByKey(): ReadonlyMap<string, Service> {
+    return this.services;
+  }
+
+  /**
+   * Everything held, as the LocalConfig a file with the same content would give (for
+   * config_dump and for building a ProxyState). Built on first read after a change: O(n).
+   */
+  get config(): LocalConfig {
+    if (this.configCache) return this.configCache;
+    const services: Service[] = [];
+    for (const key of this.serviceBase.keys()) {
+      const s = this.services.get(key);
+      if (s) services.push(s);
+    }
+    this.configCache = Object.freeze({
+      workloads: Object.freeze([...this.workloads.values()]) as Workload[],
+      services: Object.freeze(services) as Service[],
+      policies: Object.freeze([...this.policies.values()]) as Authorization[],
+    });
+    return this.configCache;
+  }
+
+  // ------------------------------------------------------------------ reads (ProxyState's API)
+
+  findWorkloadByIp(network: string, ip: string): Workload | undefined {
+    return this.workloadsByAddr.get(addrKey(network, ip));
+  }
+
+  /** As ProxyState: exact VIP, then longest-prefix CIDR VIP; client namespace, canonical, first. */
+  findServiceByVip(network: string, ip: string, clientNamespace: string | undefined): Service | undefined {
+    const exact = this.servicesByVip.get(addrKey(network, ip));
+    if (exact) return pickService(exact, clientNamespace);
+    if (this.cidrVips.length === 0) return undefined;
+    const parsed = parseIp(ip);
+    if (!parsed) return undefined;
+    for (const c of this.cidrVips) {
+      if (c.network === network && cidrContains(c.cidr, parsed) && visibleTo(c.service, clientNamespace)) return c.service;
+    }
+    return undefined;
+  }
+
+  findService(namespace: string, hostname: string): Service | undefined {
+    return this.services.get(`${namespace}/${hostname}`);
+  }
+
+  /** Services this workload (by uid) is an endpoint of, in arrival order. */
+  servicesOf(workload: Workload): readonly Service[] {
+    const uid = workload.uid;
+    const cached = this.servicesOfCache.get(uid);
+    if (cached) return cached;
+    const keys = new Set<string>();
+    const w = this.workloads.get(uid);
+    if (w) for (const k of w.services.keys()) if (this.services.has(k)) keys.add(k);
+    const direct = this.directOf.get(uid);
+    if (direct) for (const k of direct) keys.add(k);
+    let out: readonly Service[] = EMPTY;
+    if (keys.size > 0) {
+      const list = [...keys].sort((a, b) => (this.serviceSeq.get(a) ?? 0) - (this.serviceSeq.get(b) ?? 0));
+      out = Object.freeze(list.map((k) => this.services.get(k) as Service));
+    }
+    this.servicesOfCache.set(uid, out);
+    return out;
+  }
+
+  localWorkloads(nodeName: string | undefined): Workload[] {
+    return this.config.workloads.filter((w) => nodeName === undefined || w.node === nodeName);
+  }
+
+  get size(): { workloads: number; services: number; policies: number; stagedServiceKeys: number } {
+    let staged = 0;
+    for (const k of this.joined.keys()) if (!this.serviceBase.has(k)) staged++;
+    return { workloads: this.workloads.size, services: this.services.size, policies: this.policies.size, stagedServiceKeys: staged };
+  }
+
+  // ------------------------------------------------------------------ writes
+
+  /**
+   * One delta response for the Address type: removals (by resource name: a workload uid or a
+   * service's namespace/hostname), then upserts; services rebuilt once at the end.
+   */
+  applyAddresses(upserts: readonly MeshUpsert<MeshAddress>[], removals: readonly string[]): void {
+    for (const name of removals) this.removeAddressNoFlush(name);
+    for (const u of upserts) {
+      if (u.model.kind === 'workload') this.upsertWorkloadNoFlush(u.model.workload);
+      else this.upsertServiceNoFlush(u.model.service);
+    }
+    this.flush();
+  }
+
+  /** One delta response for the Authorization type (resource name `namespace/name`). */
+  applyPolicies(upserts: readonly MeshUpsert<Authorization>[], removals: readonly string[]): void {
+    for (const name of removals) this.policies.delete(name);
+    for (const u of upserts) this.policies.set(`${u.model.namespace}/${u.model.name}`, u.model);
+    if (removals.length > 0 || upserts.length > 0) this.configCache = undefined;
+  }
+
+  upsertWorkload(w: Workload): void {
+    this.upsertWorkloadNoFlush(w);
+    this.flush();
+  }
+
+  removeWorkload(uid: string): boolean {
+    const had = this.removeWorkloadNoFlush(uid);
+    this.flush();
+    return had;
+  }
+
+  upsertService(s: Service): void {
+    this.upsertServiceNoFlush(s);
+    this.flush();
+  }
+
+  removeService(namespace: string, hostname: string): boolean {
+    const had = this.removeServiceNoFlush(`${namespace}/${hostname}`);
+    this.flush();
+    return had;
+  }
+
+  /** A removal by xDS resource name: the workload with that uid, else the service with that key. */
+  removeAddress(name: string): boolean {
+    const had = this.removeAddressNoFlush(name);
+    this.flush();
+    return had;
+  }
+
+  // ------------------------------------------------------------------ workloads
+
+  private removeAddressNoFlush(name: string): boolean {
+    if (this.workloads.has(name)) return this.removeWorkloadNoFlush(name);
+    return this.removeServiceNoFlush(name);
+  }
+
+  private upsertWorkloadNoFlush(w: Workload): void {
+    const old = this.workloads.get(w.uid);
+    let seq = this.workloadSeq.get(w.uid);
+    if (old) this.unindexAddresses(old);
+    if (seq === undefined) {
+      seq = this.nextSeq++;
+      this.workloadSeq.set(w.uid, seq);
+    }
+    this.workloads.set(w.uid, w);
+    this.indexAddresses(w, seq);
+    // Endpoint joins: only services whose endpoint for this uid actually changes are rebuilt.
+    if (old) {
+      for (const key of old.services.keys()) {
+        if (!w.services.has(key)) this.unjoin(key, w.uid);
+      }
+    }
+    for (const [key, port] of w.services) {
+      const prevPort = old?.services.get(key);
+      if (old && prevPort !== undefined && old.status === w.status && samePorts(prevPort, port)) {
+        continue;
+      }
+      this.join(key, Object.freeze({ workloadUid: w.uid, port, status: w.status }));
+    }
+    if (old && !sameKeys(old.services, w.services)) this.servicesOfCache.delete(w.uid);
+    this.configCache = undefined;
+  }
+
+  private removeWorkloadNoFlush(uid: string): boolean {
+    const old = this.workloads.get(uid);
+    if (!old) return false;
+    this.unindexAddresses(old);
+    for (const key of old.services.keys()) this.unjoin(key, uid);
+    this.workloads.delete(uid);
+    this.workloadSeq.delete(uid);
+    this.servicesOfCache.delete(uid);
+    this.configCache = undefined;
+    return true;
+  }
+
+  private join(key: string, ep: Endpoint): void {
+    let m = this.joined.get(key);
+    if (!m) {
+      m = new Map();
+      this.joined.set(key, m);
+    }
+    m.set(ep.workloadUid, ep);
+    if (this.serviceBase.has(key)) this.dirty.add(key);
+  }
+
+  private unjoin(key: string, uid: string): void {
+    const m = this.joined.get(key);
+    if (!m || !m.delete(uid)) return;
+    if (m.size === 0) this.joined.delete(key);
+    if (this.serviceBase.has(key)) this.dirty.add(key);
+  }
+
+  private indexAddresses(w: Workload, seq: number): void {
+    if (w.networkMode === 'HostNetwork') return;
+    for (const ip of w.workloadIps) {
+      const key = addrKey(w.network, ip);
+      let list = this.addrEntries.get(key);
+      if (!list) {
+        list = [];
+        this.addrEntries.set(key, list);
+      }
+      // Keep arrival order so "first of the best rank" matches ProxyState over `config`.
+      let i = list.length;
+      while (i > 0 && (list[i - 1] as AddrEntry).seq > seq) i--;
+      list.splice(i, 0, { workload: w, seq });
+      this.pickAddr(key, list);
+    }
+  }
+
+  private unindexAddresses(w: Workload): void {
+    if (w.networkMode === 'HostNetwork') return;
+    for (const ip of w.workloadIps) {
+      const key = addrKey(w.network, ip);
+      const list = this.addrEntries.get(key);
+      if (!list) continue;
+      const i = list.findIndex((e) => e.workload === w);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) {
+        this.addrEntries.delete(key);
+        this.workloadsByAddr.delete(key);
+      } else {
+        this.pickAddr(key, list);
+      }
+    }
+  }
+
+  private pickAddr(key: string, list: AddrEntry[]): void {
+    let best = (list[0] as AddrEntry).workload;
+    let bestRank = rank(best);
+    for (let i = 1; i < list.length; i++) {
+      const w = (list[i] as AddrEntry).workload;
+      const r = rank(w);
+      if (r > bestRank) {
+        best = w;
+        bestRank = r;
+      }
+    }
+    this.workloadsByAddr.set(key, best);
+  }
+
+  // ------------------------------------------------------------------ services
+
+  private upsertServiceNoFlush(s: Service): void {
+    const key = serviceKey(s);
+    const old = this.serviceBase.get(key);
+    if (old) this.setDirect(key, old, false);
+    else this.serviceSeq.set(key, this.nextSeq++); // new, or re-added: goes last
+    this.serviceBase.set(key, s);
+    this.setDirect(key, s, true);
+    this.dirty.add(key);
+    this.configCache = undefined;
+  }
+
+  private removeServiceNoFlush(key: string): boolean {
+    const old = this.serviceBase.get(key);
+    if (!old) return false;
+    this.setDirect(key, old, false);
+    this.serviceBase.delete(key);
+    this.serviceSeq.delete(key);
+    // Joined endpoints stay staged in `joined` for a later re-add.
+    this.dirty.add(key);
+    this.configCache = undefined;
+    return true;
+  }
+
+  private setDirect(key: string, s: Service, add: boolean): void {
+    for (const uid of s.endpoints.keys()) {
+      let set = this.directOf.get(uid);
+      if (add) {
+        if (!set) {
+          set = new Set();
+          this.directOf.set(uid, set);
+        }
+        set.add(key);
+      } else if (set) {
+        set.delete(key);
+        if (set.size === 0) this.directOf.delete(uid);
+      }
+    }
+  }
+
+  /** Rebuilds each changed service once: a new frozen object, indexes re-pointed. */
+  private flush(): void {
+    if (this.dirty.size === 0) return;
+    for (const key of this.dirty) {
+      const cur = this.services.get(key);
+      const base = this.serviceBase.get(key);
+      const seq = this.serviceSeq.get(key);
+      // Same VIPs under the same arrival number: re-point in place; otherwise re-index.
+      const inPlace = cur !== undefined && base !== undefined && seq === this.indexedSeq.get(key) && sameAddresses(cur, base);
+      if (cur) {
+        this.invalidateServicesOf(cur);
+        if (!inPlace) this.unindexService(key, cur);
+      }
+      if (!base || seq === undefined) {
+        this.services.delete(key);
+        continue;
+      }
+      const next = this.build(key, base);
+      this.services.set(key, next);
+      this.invalidateServicesOf(next);
+      if (inPlace) this.repointService(key, cur, next);
+      else this.indexService(key, next, seq);
+    }
+    this.dirty.clear();
+    this.configCache = undefined;
+  }
+
+  private build(key: string, base: Service): Service {
+    // Endpoints: the service's own, then each joined workload's (replacing an own one of the same uid).
+    const joined = this.joined.get(key);
+    if (!joined || joined.size === 0) return Object.isFrozen(base) ? base : Object.freeze({ ...base });
+    const endpoints = new Map<string, Endpoint>(base.endpoints);
+    for (const [uid, ep] of joined) endpoints.set(uid, ep);
+    return Object.freeze({ ...base, endpoints: Object.freeze(endpoints) });
+  }
+
+  private invalidateServicesOf(s: Service): void {
+    for (const uid of s.endpoints.keys()) this.servicesOfCache.delete(uid);
+  }
+
+  private indexService(key: string, s: Service, seq: number): void {
+    this.indexedSeq.set(key, seq);
+    for (const vip of s.vips) {
+      const k = addrKey(vip.network, vip.address);
+      let list = this.servicesByVip.get(k);
+      if (!list) {
+        list = [];
+        this.servicesByVip.set(k, list);
+      }
+      let i = list.length;
+      while (i > 0 && (list[i - 1] as VipEntry).seq > seq) i--;
+      list.splice(i, 0, { service: s, seq });
+    }
+    if (s.cidrVips.length > 0) {
+      const entries: CidrVip[] = [];
+      s.cidrVips.forEach((c, idx) => {
+        const cidr = parseCidr(c.cidr);
+        if (cidr) entries.push({ network: c.network, cidr, prefix: prefixOf(c.cidr), seq, idx, service: s });
+      });
+      if (entries.length > 0) {
+        this.cidrEntriesOf.set(key, entries);
+        this.cidrVips = [...this.cidrVips, ...entries].sort(byPrefixThenArrival);
+      }
+    }
+  }
+
+  private unindexService(key: string, s: Service): void {
+    for (const vip of s.vips) {
+      const k = addrKey(vip.network, vip.address);
+      const list = this.servicesByVip.get(k);
+      if (!list) continue;
+      const i = list.findIndex((e) => e.service === s);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.servicesByVip.delete(k);
+    }
+    this.indexedSeq.delete(key);
+    const entries = this.cidrEntriesOf.get(key);
+    if (entries) {
+      this.cidrEntriesOf.delete(key);
+      const gone = new Set(entries);
+      this.cidrVips = this.cidrVips.filter((c) => !gone.has(c));
+    }
+  }
+
+  /** Same VIPs as before: swap the object in place in every list that holds it. */
+  private repointService(key: string, cur: Service, next: Service): void {
+    if (cur === next) return;
+    for (const vip of cur.vips) {
+      const list = this.servicesByVip.get(addrKey(vip.network, vip.address));
+      if (!list) continue;
+      for (const e of list) if (e.service === cur) e.service = next;
+    }
+    const entries = this.cidrEntriesOf.get(key);
+    if (entries) for (const e of entries) e.service = next;
+  }
+}
+
+/** ProxyState's preference for a shared IP: pods first, then HBONE; ties keep the first. */
+function rank(w: Workload): number {
+  return (w.uid.includes('//Pod/') ? 2 : 0) + (w.protocol === 'HBONE' ? 1 : 0);
+}
+
+function visibleTo(s: Service, clientNamespace: string | undefined): boolean {
+  return s.visibility !== 'Namespace' || s.namespace === clientNamespace;
+}
+
+function pickService(list: VipEntry[], clientNamespace: string | undefined): Service | undefined {
+  let best: Service | undefined;
+  for (const { service: s } of list) {
+    if (!visibleTo(s, clientNamespace)) continue;
+    if (s.namespace === clientNamespace) return s;
+    if (!best || (s.canonical && !best.canonical)) best = s;
+  }
+  return best;
+}
+
+function prefixOf(cidr: string): number {
+  const slash = cidr.indexOf('/');
+  return slash < 0 ? 128 : Number(cidr.slice(slash + 1));
+}
+
+function byPrefixThenArrival(a: CidrVip, b: CidrVip): number {
+  return b.prefix - a.prefix || a.seq - b.seq || a.idx - b.idx;
+}
+
+function samePorts(a: PortMap, b: PortMap): boolean {
+  if (a === b) return true;
+  if (a.size !== b.size) return false;
+  for (const [k, v] of a) if (b.get(k) !== v) return false;
+  return true;
+}
+
+function sameKeys(a: ReadonlyMap<string, unknown>, b: ReadonlyMap<string, unknown>): boolean {
+  if (a.size !== b.size) return false;
+  for (const k of a.keys()) if (!b.has(k)) return false;
+  return true;
+}
+
+/** Same VIP and CIDR VIP lists (the index entries a service occupies). */
+function sameAddresses(a: Service, b: Service): boolean {
+  if (a.vips.length !== b.vips.length || a.cidrVips.length !== b.cidrVips.length) return false;
+  for (let i = 0; i < a.vips.length; i++) {
+    const x = a.vips[i] as Service['vips'][number];
+    const y = b.vips[i] as Service['vips'][number];
+    if (x.network !== y.network || x.address !== y.address) return false;
+  }
+  for (let i = 0; i < a.cidrVips.length; i++) {
+    const x = a.cidrVips[i] as Service['cidrVips'][number];
+    const y = b.cidrVips[i] as Service['cidrVips'][number];
+    if (x.network !== y.network || x.cidr !== y.cidr) return false;
+  }
+  return true;
+}
