@@ -132,7 +132,6 @@ const manifests = loadManifests();
 // An in-memory DaemonSet built from the real one, broken in one place each.
 const realDs = manifests.find((m) => m.obj.kind === 'DaemonSet' && m.file.includes('istiod'));
 const clone = (): Record<string, unknown> => structuredClone(realDs?.obj ?? {});
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Any = any;
 const broken: { name: string; obj: Record<string, unknown>; expect: RegExp }[] = [
   {
