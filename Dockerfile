@@ -4,29 +4,27 @@
 # test/integration/image.test.ts replays these stages (COPY and RUN lines, ENTRYPOINT,
 # HEALTHCHECK) in a temporary directory, since CI has no Docker engine.
 
-# 1. Compile: src/ and native-shims/ only (tsconfig.image.json; bench/ and test/ are not
-#    copied). --ignore-scripts: the package's `prepare` would compile bench/ as well.
+# 1. Build: production dependencies from the lockfile (--ignore-scripts: the package's own
+#    `prepare` would compile bench/ with devDependencies; koffi's install script, the one that
+#    matters, is run by `npm rebuild koffi`), then src/ and native-shims/ compiled by the
+#    TypeScript version the lockfile pins (tsconfig.image.json; bench/ and test/ are not even
+#    copied). No devDependency enters node_modules; @types/node is there as protobufjs' dependency.
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.image.json ./
 COPY src ./src
 COPY native-shims ./native-shims
-RUN npm ci --ignore-scripts --no-audit --no-fund && npx tsc -p tsconfig.image.json
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm rebuild koffi \
+    && npx --yes --package="typescript@$(node -p "require('./package-lock.json').packages['node_modules/typescript'].version")" \
+       -- tsc -p tsconfig.image.json
 
-# 2. Production dependencies from the lockfile, nothing else. koffi's install script only
-#    picks its prebuilt binary; it is the one dependency whose script matters.
-FROM node:20-bookworm-slim AS deps
-WORKDIR /app
-COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm rebuild koffi
-
-# 3. The image: node_modules (production), dist/src + dist/native-shims, proto/ (loaded at
+# 2. The image: node_modules (production), dist/src + dist/native-shims, proto/ (loaded at
 #    run time by src/xds/protos.ts). iptables/ipset/iproute2 for `ztunnel-ts redirect`.
 FROM node:20-bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends iproute2 iptables ipset \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
-COPY --from=deps /app/node_modules ./node_modules
+COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY proto ./proto
 COPY package.json ./
