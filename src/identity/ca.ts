@@ -22,6 +22,7 @@ import {
   buildSignatureScheme,
   derToPem,
   generateP256KeyPair,
+  readCsr,
   rootExtensions,
   signCertificate,
   subjectNameOf,
@@ -197,6 +198,39 @@ export class CertificateAuthority {
       notAfter,
       identity: spiffeUri,
     };
+  }
+
+  /**
+   * Signs a certificate request as istiod's CA does for CreateCertificate: the request's
+   * signature must verify and its only URI SAN must be a SPIFFE identity (equal to
+   * `expectIdentity` when given); the certificate carries the request's own public key.
+   */
+  async signCsr(csrPem: string, opts?: { validityMs?: number; now?: number; expectIdentity?: string }): Promise<{ certPem: string; identity: string; notAfter: Date }> {
+    const { publicKey, uris } = await readCsr(csrPem);
+    if (uris.length !== 1 || !parseSpiffeId(uris[0] as string)) {
+      throw new ZtError('ZT_ERR_CONFIG_INVALID', `certificate request must carry exactly one SPIFFE URI SAN, got ${JSON.stringify(uris)}`);
+    }
+    const identity = uris[0] as string;
+    if (opts?.expectIdentity !== undefined && identity !== opts.expectIdentity) {
+      throw new ZtError('ZT_ERR_CONFIG_INVALID', `certificate request is for ${identity}, not ${opts.expectIdentity}`);
+    }
+    const validityMs = opts?.validityMs ?? DEFAULT_WORKLOAD_VALIDITY_MS;
+    const now = opts?.now ?? Date.now();
+    const notBefore = truncateToSeconds(now - NOT_BEFORE_SKEW_MS);
+    const notAfter = truncateToSeconds(Math.min(now + validityMs, this.rootCertificate.notAfter.getTime()));
+    const der = signCertificate(
+      {
+        serial: buildRandomSerial(),
+        issuer: this.#subject,
+        subject: this.#emptyName,
+        notBefore,
+        notAfter,
+        publicKey,
+        extensions: [uriSanExtension(identity), ...this.#workloadExtensions],
+      },
+      this.#key,
+    );
+    return { certPem: derToPem(der), identity, notAfter };
   }
 
   /** Writes ca-cert.pem (0644) and ca-key.pem (0600) into dir, creating it if missing. */

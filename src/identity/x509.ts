@@ -9,7 +9,7 @@
 // into an IssuedCertificate other than in keyPem.
 
 import 'reflect-metadata';
-import { createHash, generateKeyPairSync, randomBytes, sign, webcrypto, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPairSync, randomBytes, sign, webcrypto, type KeyObject } from 'node:crypto';
 import { AsnConvert, OctetString } from '@peculiar/asn1-schema';
 import * as asn1X509 from '@peculiar/asn1-x509';
 import * as x509 from '@peculiar/x509';
@@ -228,4 +228,24 @@ export async function createCsr(spiffeUri: string): Promise<{ csrPem: string; ke
 
 function toArrayBuffer(bytes: Uint8Array): ArrayBuffer {
   return bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
+}
+
+/**
+ * Reads a PKCS #10 request as a CA must: the signature is verified (proof of possession),
+ * then its public key and the URI SANs of its extensionRequest are returned. Throws a
+ * ZtError naming what is wrong.
+ */
+export async function readCsr(csrPem: string): Promise<{ publicKey: KeyObject; uris: string[] }> {
+  let csr: x509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem);
+  } catch (err) {
+    throw new ZtError('ZT_ERR_CONFIG_INVALID', `malformed certificate request: ${(err as Error).message}`, { cause: err });
+  }
+  if (!(await csr.verify(webcrypto as unknown as Crypto))) throw new ZtError('ZT_ERR_CONFIG_INVALID', 'certificate request signature does not verify');
+  const raw = csr.extensions.find((e) => e.type === '2.5.29.17');
+  const san = raw === undefined ? undefined : new x509.SubjectAlternativeNameExtension(raw.rawData);
+  const uris = san ? san.names.items.filter((n) => n.type === 'url').map((n) => n.value) : [];
+  const publicKey = createPublicKey({ key: Buffer.from(csr.publicKey.rawData), format: 'der', type: 'spki' });
+  return { publicKey, uris };
 }

@@ -10,7 +10,6 @@
 // with one clear log line per attempt, retried with doubling jittered delays; a response the
 // consumer throws on is NACKed whole; stop() leaves nothing running.
 
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,7 +22,7 @@ import {
   type ServiceDefinition,
 } from '@grpc/grpc-js';
 import t from 'tap';
-import { CertificateAuthority } from '../../src/identity/ca.js';
+import { makeServerPki } from '../helpers/server-pki.js';
 import { AdsClient, type AdsLog, type AdsTypeUrl, type AdsUpsert } from '../../src/xds/ads-client.js';
 import {
   ADDRESS_TYPE_URL,
@@ -49,19 +48,7 @@ const NODE = fixtureJson('delta-request-initial').node as { id: string; metadata
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `zt-ads-${process.pid}-`));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
-/** A root from CertificateAuthority and a server certificate for localhost/127.0.0.1 it signs. */
-function pki(name: string): { ca: string; cert: string; key: string } {
-  const dir = path.join(tmp, name);
-  fs.mkdirSync(dir);
-  const { certPath, keyPath } = CertificateAuthority.generate({ commonName: `ads-test ${name} root` }).writeTo(dir);
-  const f = (n: string) => path.join(dir, n);
-  fs.writeFileSync(f('ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  const run = (args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  run(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', f('server.key')]);
-  run(['req', '-new', '-key', f('server.key'), '-subj', '/CN=localhost', '-out', f('server.csr')]);
-  run(['x509', '-req', '-in', f('server.csr'), '-CA', certPath, '-CAkey', keyPath, '-CAcreateserial', '-days', '2', '-extfile', f('ext.cnf'), '-out', f('server.pem')]);
-  return { ca: fs.readFileSync(certPath, 'utf8'), cert: fs.readFileSync(f('server.pem'), 'utf8'), key: fs.readFileSync(f('server.key'), 'utf8') };
-}
+const pki = (name: string) => makeServerPki(tmp, name);
 
 const mesh = pki('mesh');
 const other = pki('other');
