@@ -6,11 +6,11 @@ import type { Config, Workload } from '../config/types.js';
 import type { PolicyStore } from '../authorize/index.js';
 import type { SecretManager } from '../identity/secret-manager.js';
 import type { Telemetry } from '../record/telemetry.js';
-import type { ProxyState } from '../state/proxy-state.js';
+import type { MeshReader } from '../state/mesh-view.js';
 import type { ConnectionTracker } from './connection-tracker.js';
 
 export interface MeshView {
-  state: ProxyState;
+  state: MeshReader;
   policies: PolicyStore;
 }
 

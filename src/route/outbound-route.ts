@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import type { Service, Workload } from '../config/types.js';
 import type { ErrorCode } from '../errors.js';
 import { spiffeIdOfWorkload } from '../identity/spiffe.js';
-import type { ProxyState } from '../state/proxy-state.js';
+import type { MeshReader } from '../state/mesh-view.js';
 import { formatHostPort } from '../util/ip.js';
 
 export interface Destination {
@@ -47,7 +47,7 @@ function isLoopback(ip: string): boolean {
 }
 
 export function buildOutboundRoute(
-  state: ProxyState,
+  state: MeshReader,
   source: Workload | undefined,
   dst: Destination,
   opts: RouteOptions,
@@ -95,7 +95,7 @@ export function buildOutboundRoute(
   return { kind: 'reject', code: 'ZT_ERR_ROUTE_NO_HEALTHY_UPSTREAM', reason: `no healthy upstream for ${service.hostname}`, service };
 }
 
-function usableEndpoint(state: ProxyState, uid: string, status: string, allowUnhealthy: boolean): Workload | undefined {
+function usableEndpoint(state: MeshReader, uid: string, status: string, allowUnhealthy: boolean): Workload | undefined {
   if (status !== 'Healthy' && !allowUnhealthy) return undefined;
   const w = state.workloadsByUid.get(uid);
   if (!w || w.workloadIps.length === 0 || w.capacity <= 0) return undefined;

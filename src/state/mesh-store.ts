@@ -19,6 +19,7 @@
 // keeps its place when updated and goes last when removed and re-added), which is the order
 // of `config` — so a ProxyState built from `config` answers every query the same way.
 // Knows nothing of sockets or of the xDS wire. Must never throw on a well-typed model.
+import type { MeshReader } from './mesh-view.js';
 import type { Authorization, Endpoint, LocalConfig, PortMap, Service, Workload } from '../config/types.js';
 import { type Cidr, cidrContains, parseCidr, parseIp } from '../util/ip.js';
 
@@ -60,7 +61,7 @@ function serviceKey(s: { namespace: string; hostname: string }): string {
   return `${s.namespace}/${s.hostname}`;
 }
 
-export class MeshStore {
+export class MeshStore implements MeshReader {
   private readonly workloads = new Map<string, Workload>();
   private readonly workloadSeq = new Map<string, number>();
   /** Services as upserted (their own endpoints = base); Map order = arrival order. */

@@ -4,6 +4,7 @@
 // index. Knows nothing of sockets.
 import type { LocalConfig, Service, Workload } from '../config/types.js';
 import { type Cidr, cidrContains, parseCidr, parseIp } from '../util/ip.js';
+import type { MeshReader } from './mesh-view.js';
 
 interface CidrVip {
   network: string;
@@ -16,7 +17,7 @@ function addrKey(network: string, ip: string): string {
   return `${network}/${ip}`;
 }
 
-export class ProxyState {
+export class ProxyState implements MeshReader {
   readonly config: LocalConfig;
   readonly workloadsByUid: ReadonlyMap<string, Workload>;
   readonly servicesByKey: ReadonlyMap<string, Service>;
