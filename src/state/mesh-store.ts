@@ -21,7 +21,8 @@
 // Knows nothing of sockets or of the xDS wire. Must never throw on a well-typed model.
 import type { MeshReader } from './mesh-view.js';
 import type { Authorization, Endpoint, LocalConfig, PortMap, Service, Workload } from '../config/types.js';
-import { type Cidr, cidrContains, parseCidr, parseIp } from '../util/ip.js';
+import { parseCidr } from '../util/ip.js';
+import { type CidrEntry, addrKey, findServiceByVipIn, prefixOf } from './lookup.js';
 
 /** One Address resource's model (the same shape as src/xds/address-to-model.ts's AddressModel). */
 export type MeshAddress = { kind: 'workload'; workload: Workload } | { kind: 'service'; service: Service };
@@ -31,14 +32,11 @@ export interface MeshUpsert<M> {
   model: M;
 }
 
-interface CidrVip {
-  network: string;
-  cidr: Cidr;
+interface CidrVip extends CidrEntry {
   prefix: number;
   /** Arrival order of the service, then the CIDR's position in it: ties keep config order. */
   seq: number;
   idx: number;
-  service: Service;
 }
 
 interface VipEntry {
@@ -52,10 +50,6 @@ interface AddrEntry {
 }
 
 const EMPTY: readonly Service[] = Object.freeze([]);
-
-function addrKey(network: string, ip: string): string {
-  return `${network}/${ip}`;
-}
 
 function serviceKey(s: { namespace: string; hostname: string }): string {
   return `${s.namespace}/${s.hostname}`;
@@ -129,15 +123,7 @@ export class MeshStore implements MeshReader {
 
   /** As ProxyState: exact VIP, then longest-prefix CIDR VIP; client namespace, canonical, first. */
   findServiceByVip(network: string, ip: string, clientNamespace: string | undefined): Service | undefined {
-    const exact = this.servicesByVip.get(addrKey(network, ip));
-    if (exact) return pickService(exact, clientNamespace);
-    if (this.cidrVips.length === 0) return undefined;
-    const parsed = parseIp(ip);
-    if (!parsed) return undefined;
-    for (const c of this.cidrVips) {
-      if (c.network === network && cidrContains(c.cidr, parsed) && visibleTo(c.service, clientNamespace)) return c.service;
-    }
-    return undefined;
+    return findServiceByVipIn(this.servicesByVip, serviceOfEntry, this.cidrVips, network, ip, clientNamespace);
   }
 
   findService(namespace: string, hostname: string): Service | undefined {
@@ -478,23 +464,8 @@ function rank(w: Workload): number {
   return (w.uid.includes('//Pod/') ? 2 : 0) + (w.protocol === 'HBONE' ? 1 : 0);
 }
 
-function visibleTo(s: Service, clientNamespace: string | undefined): boolean {
-  return s.visibility !== 'Namespace' || s.namespace === clientNamespace;
-}
-
-function pickService(list: VipEntry[], clientNamespace: string | undefined): Service | undefined {
-  let best: Service | undefined;
-  for (const { service: s } of list) {
-    if (!visibleTo(s, clientNamespace)) continue;
-    if (s.namespace === clientNamespace) return s;
-    if (!best || (s.canonical && !best.canonical)) best = s;
-  }
-  return best;
-}
-
-function prefixOf(cidr: string): number {
-  const slash = cidr.indexOf('/');
-  return slash < 0 ? 128 : Number(cidr.slice(slash + 1));
+function serviceOfEntry(e: VipEntry): Service {
+  return e.service;
 }
 
 function byPrefixThenArrival(a: CidrVip, b: CidrVip): number {

@@ -3,19 +3,14 @@
 // ProxyState and swaps it in whole (see app.ts), so readers never see a half-updated
 // index. Knows nothing of sockets.
 import type { LocalConfig, Service, Workload } from '../config/types.js';
-import { type Cidr, cidrContains, parseCidr, parseIp } from '../util/ip.js';
+import { parseCidr } from '../util/ip.js';
+import { type CidrEntry, addrKey, findServiceByVipIn, prefixOf } from './lookup.js';
 import type { MeshReader } from './mesh-view.js';
 
-interface CidrVip {
-  network: string;
-  cidr: Cidr;
+interface CidrVip extends CidrEntry {
   prefix: number;
-  service: Service;
 }
 
-function addrKey(network: string, ip: string): string {
-  return `${network}/${ip}`;
-}
 
 export class ProxyState implements MeshReader {
   readonly config: LocalConfig;
@@ -82,15 +77,7 @@ export class ProxyState implements MeshReader {
    * Namespace-visibility services are invisible to other namespaces.
    */
   findServiceByVip(network: string, ip: string, clientNamespace: string | undefined): Service | undefined {
-    const exact = this.servicesByVip.get(addrKey(network, ip));
-    if (exact) return pickService(exact, clientNamespace);
-    if (this.cidrVips.length === 0) return undefined;
-    const parsed = parseIp(ip);
-    if (!parsed) return undefined;
-    for (const c of this.cidrVips) {
-      if (c.network === network && cidrContains(c.cidr, parsed) && visibleTo(c.service, clientNamespace)) return c.service;
-    }
-    return undefined;
+    return findServiceByVipIn(this.servicesByVip, itself, this.cidrVips, network, ip, clientNamespace);
   }
 
   findService(namespace: string, hostname: string): Service | undefined {
@@ -115,21 +102,6 @@ function preferWorkload(candidate: Workload, current: Workload): boolean {
   return candidate.protocol === 'HBONE' && current.protocol !== 'HBONE';
 }
 
-function visibleTo(s: Service, clientNamespace: string | undefined): boolean {
-  return s.visibility !== 'Namespace' || s.namespace === clientNamespace;
-}
-
-function pickService(list: Service[], clientNamespace: string | undefined): Service | undefined {
-  let best: Service | undefined;
-  for (const s of list) {
-    if (!visibleTo(s, clientNamespace)) continue;
-    if (s.namespace === clientNamespace) return s;
-    if (!best || (s.canonical && !best.canonical)) best = s;
-  }
-  return best;
-}
-
-function prefixOf(cidr: string): number {
-  const slash = cidr.indexOf('/');
-  return slash < 0 ? 128 : Number(cidr.slice(slash + 1));
+function itself(s: Service): Service {
+  return s;
 }
