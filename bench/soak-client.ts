@@ -24,7 +24,17 @@ import net from 'node:net';
 import { pathToFileURL } from 'node:url';
 import { buildBulkBlock, buildBulkDigest } from '../src/demo/apps.js';
 
-export interface SoakClientConfig {
+/** The load each part of the soak applies (also recorded in the report). */
+export interface SoakRates {
+  bulkMb: number;
+  kaRate: number;
+  kaConnections: number;
+  ncRate: number;
+  ncConnections: number;
+  churnRate: number;
+}
+
+export interface SoakClientConfig extends SoakRates {
   /** Epoch ms at which the load starts; minute i is [t0 + 60 s·i, t0 + 60 s·(i+1)). */
   t0: number;
   minutes: number;
@@ -37,12 +47,6 @@ export interface SoakClientConfig {
   sinkPort: number;
   /** The page must name this client address (the original source IP kept through the mesh). */
   clientIp: string;
-  bulkMb: number;
-  kaRate: number;
-  kaConnections: number;
-  ncRate: number;
-  ncConnections: number;
-  churnRate: number;
 }
 
 const BLOCK = 64 * 1024;

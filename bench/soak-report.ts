@@ -3,6 +3,7 @@
 // short requests, each ztunnel's RSS, fd count and CPU), the growth checks, the SVG chart
 // (hand-written polylines) and the markdown summary.
 // Must never: read or start anything (pure functions over the recorded data).
+import type { SoakRates } from './soak-client.js';
 
 export interface ProcPoint {
   at: number;
@@ -356,15 +357,9 @@ export interface Machine {
   loadAvg: string;
 }
 
-export interface SoakSetup {
+export interface SoakSetup extends SoakRates {
   command: string;
   date: string;
-  bulkMb: number;
-  kaRate: number;
-  kaConnections: number;
-  ncRate: number;
-  ncConnections: number;
-  churnRate: number;
   reloadEverySec: number;
 }
 

@@ -247,15 +247,21 @@ async function runConnectOnly(prefix: string, count: number, rounds: number, out
       const p50s = row.runs.map((r) => r.p50Ms).sort((a, b) => a - b);
       md.push(`| ${row.label} | ${sum('count')} | ${sum('errors')} | ${f2(p50s[Math.floor(p50s.length / 2)] ?? NaN)} | ${f2(max('p99Ms'))} | ${f2(max('p999Ms'))} | ${f0(max('maxMs'))} | ${sum('over200ms')} | ${sum('over1s')} |`);
     }
-    md.push('');
-    say(md.join('\n'));
-    if (out !== undefined) {
-      appendFileSync(out, md.join('\n'));
-      say(`bench: appended to ${out}`);
-    }
+    printAndAppend(md, out);
     return 0;
   } finally {
     await mesh.destroy();
+  }
+}
+
+/** Prints a report section and appends it to `out` when given. */
+function printAndAppend(md: string[], out: string | undefined, note?: string): void {
+  md.push('');
+  say(md.join('\n'));
+  if (note !== undefined) say(note);
+  if (out !== undefined) {
+    appendFileSync(out, md.join('\n'));
+    say(`bench: appended to ${out}`);
   }
 }
 
@@ -360,13 +366,7 @@ async function runCpuProfile(prefix: string | undefined, seconds: number, out: s
       md.push('| # | function | self ms | % of samples |', '|---:|---|---:|---:|');
       top.slice(0, 12).forEach((t, i) => md.push(`| ${i + 1} | \`${t.name}\` | ${t.ms.toFixed(0)} | ${t.pct.toFixed(1)} |`));
     }
-    md.push('');
-    say(md.join('\n'));
-    say(`bench: profiles kept in ${profDir}`);
-    if (out !== undefined) {
-      appendFileSync(out, md.join('\n'));
-      say(`bench: appended to ${out}`);
-    }
+    printAndAppend(md, out, `bench: profiles kept in ${profDir}`);
     return 0;
   } finally {
     await mesh.destroy();

@@ -238,22 +238,29 @@ export class HbonePool {
     // if the answer is still missing after probeAfterMs, the peer has been quiet that long
     // by then (e.g. a partition that began just before the CONNECT): probe again.
     pooled.keepalive?.probe(this.probeAfterMs);
-    const reprobe = setTimeout(() => pooled.keepalive?.probe(this.probeAfterMs), this.probeAfterMs + 10);
     return new Promise<http2.ClientHttp2Stream | typeof RETRY>((resolve, reject) => {
       const done = (): void => {
-        clearTimeout(reprobe);
         clearTimeout(timer);
         pooled.waiting.delete(onUnhealthy);
         stream.removeListener('error', onError);
         stream.removeListener('close', onClose);
       };
-      const timer = setTimeout(() => {
+      const onTimeout = (): void => {
         done();
         stream.close(http2.constants.NGHTTP2_CANCEL);
         // A peer that does not answer one CONNECT gets no more of them on this session.
         this.markUnhealthy(pooled, `no response to a CONNECT within ${this.opts.connectTimeoutMs}ms`);
         reject(new ZtError('ZT_ERR_HBONE_STATUS', `no HBONE response within ${this.opts.connectTimeoutMs}ms`));
-      }, this.opts.connectTimeoutMs);
+      };
+      // One timer per CONNECT: first the re-probe point, then (re-armed) the response timeout.
+      const probeAt = this.probeAfterMs + 10;
+      let timer: NodeJS.Timeout =
+        probeAt < this.opts.connectTimeoutMs
+          ? setTimeout(() => {
+              pooled.keepalive?.probe(this.probeAfterMs);
+              timer = setTimeout(onTimeout, this.opts.connectTimeoutMs - probeAt);
+            }, probeAt)
+          : setTimeout(onTimeout, this.opts.connectTimeoutMs);
       const onUnhealthy = (): void => {
         if (!mayRetry) return;
         done();
