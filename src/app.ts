@@ -1,7 +1,11 @@
 // The composition root: builds every component from a Config, owns the start, reload,
 // drain and stop order. Start-up errors are loud and final (thrown to main.ts);
 // run-time errors never crash the process.
-// Start: local config → certificates → listeners → ready. Drain: not ready → stop
+// The mesh comes from one of two sources: the local config (LOCAL_XDS_PATH, watched, swapped
+// whole on reload) or istiod over delta xDS (XdsMesh: applied incrementally; readiness waits
+// for the first response of each type). Either way a change prunes removed workloads (their
+// connections, certificates, HBONE server identity) and re-authorizes live connections.
+// Start: mesh source → certificates → listeners → ready. Drain: not ready → stop
 // accepting → GOAWAY → wait for connections up to the deadline → force-close → stop.
 import fs from 'node:fs';
 import type http from 'node:http';
@@ -26,6 +30,7 @@ import { ProxyState } from './state/proxy-state.js';
 import { h2TuningOf } from './tunnel/h2-settings.js';
 import { HbonePool } from './tunnel/hbone-pool.js';
 import { HboneServer } from './tunnel/hbone-server.js';
+import { XDS_READINESS_TASKS, XdsMesh, type AddressChange } from './xds-mesh.js';
 
 export const VERSION = '0.1.0';
 
@@ -35,6 +40,8 @@ export interface AppOptions {
   ca?: CertificateAuthority;
   /** How often open connections' byte counts reach the metrics (default 5 s). */
   byteFlushIntervalMs?: number;
+  /** xDS reconnect backoff bounds (tests shorten them; default 1 s doubling to 30 s). */
+  xdsBackoffMs?: { initial: number; max: number };
 }
 
 export interface BoundPorts {
@@ -54,6 +61,8 @@ export class App {
   readonly tracker = new ConnectionTracker();
   readonly secrets: SecretManager;
   private view: MeshView;
+  /** Set when the mesh comes from istiod (config.xds). */
+  private readonly xds: XdsMesh | undefined;
   private readonly pool: HbonePool;
   private readonly hboneServer: HboneServer;
   private readonly inbound: InboundProxy;
@@ -97,7 +106,25 @@ export class App {
     this.secrets = new SecretManager(this.ca, {
       onRenewalError: (id, err) => this.telemetry.log.warn({ scope: 'identity', identity: id, error: errorMessage(err) }, 'certificate renewal failed'),
     });
-    this.view = this.buildView(this.loadLocalConfig());
+    if (config.xds) {
+      for (const task of Object.values(XDS_READINESS_TASKS)) this.readiness.pending(task);
+      const xds = new XdsMesh({
+        config,
+        log: (level, message) => this.telemetry.log[level]({ scope: 'xds' }, message),
+        authzLog: (msg, fields) => this.telemetry.log.info({ scope: 'authorization', ...fields }, msg),
+        onAddresses: (change) => this.onXdsAddresses(change),
+        onPolicies: () => this.onXdsPolicies(),
+        onFirstResponse: (typeUrl) => {
+          this.readiness.ready(XDS_READINESS_TASKS[typeUrl]);
+          this.telemetry.log.info({ scope: 'xds', typeUrl, ...xds.store.size }, 'first xDS response applied');
+        },
+        ...(opts.xdsBackoffMs ? { initialBackoffMs: opts.xdsBackoffMs.initial, maxBackoffMs: opts.xdsBackoffMs.max } : {}),
+      });
+      this.xds = xds;
+      this.view = { state: xds.store, policies: xds.policies };
+    } else {
+      this.view = this.buildView(this.loadLocalConfig());
+    }
     this.readiness.ready('state manager');
     const app = this;
     this.ctx = {
@@ -162,6 +189,7 @@ export class App {
   async start(): Promise<BoundPorts> {
     const c = this.config;
     const mark = c.proxyMode === 'node' ? undefined : c.packetMark;
+    this.xds?.start();
     try {
       const outbound = await listenCapture({
         host: c.bindAddress,
@@ -234,7 +262,8 @@ export class App {
         node: c.nodeName ?? '',
         ports: JSON.stringify(this.bound),
         originalSource: this.inboundTransparent,
-        workloads: this.view.state.config.workloads.length,
+        workloads: this.view.state.workloadsByUid.size,
+        source: this.xds ? `xds ${c.xds?.address ?? ''}` : 'local',
       },
       'ztunnel-ts ready',
     );
@@ -266,6 +295,7 @@ export class App {
 
   /** Swap in a new local config; a bad one is refused and the old one stays in force. */
   reload(): boolean {
+    if (this.xds) return false;
     let local: LocalConfig;
     try {
       local = this.loadLocalConfig();
@@ -287,10 +317,24 @@ export class App {
     return true;
   }
 
+  /** One Address response from istiod was applied to the store. */
+  private onXdsAddresses(change: AddressChange): void {
+    if (change.removedOrMovedUids.length > 0) this.pruneRemovedWorkloads();
+    // A local workload's authorizationPolicies (WorkloadSelector policies) may have changed.
+    if (change.upsertedWorkloads.some((w) => isLocalWorkload(this.config, w))) this.reauthorize();
+  }
+
+  /** One Authorization response from istiod was applied: new policies, re-check live connections. */
+  private onXdsPolicies(): void {
+    if (!this.xds) return;
+    this.view = { state: this.xds.store, policies: this.xds.policies };
+    this.reauthorize();
+  }
+
   /** The SPIFFE identities of the workloads this ztunnel serves now. */
   private localIdentities(): Set<string> {
     const ids = new Set<string>();
-    for (const w of this.view.state.config.workloads) if (isLocalWorkload(this.config, w)) ids.add(spiffeIdOfWorkload(w));
+    for (const w of this.view.state.workloadsByUid.values()) if (isLocalWorkload(this.config, w)) ids.add(spiffeIdOfWorkload(w));
     return ids;
   }
 
@@ -356,6 +400,7 @@ export class App {
       connections: this.tracker.dump(),
       pool: { sessions: this.pool.sessionCount(), failingFast: this.pool.unreachablePeers() },
       hboneServer: { sessions: this.hboneServer.sessionCount(), identities: this.hboneServer.identities() },
+      ...(this.xds ? { xds: this.xds.state() } : {}),
       config: { ...this.config, originalSource: this.inboundTransparent },
       version: { component: 'ztunnel-ts', version: VERSION, node: process.version },
     };
@@ -388,6 +433,7 @@ export class App {
 
   /** Close everything now (no grace). */
   async stop(): Promise<void> {
+    this.xds?.stop();
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
     this.watcher?.close();
     if (this.config.localXdsPath) fs.unwatchFile(this.config.localXdsPath);

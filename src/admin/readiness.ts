@@ -1,6 +1,7 @@
 // Start-up readiness (as upstream ztunnel's readiness, https://github.com/istio/ztunnel/blob/master/src/readiness.rs): named tasks are pending until released; the
-// readiness server answers 200 only when none is pending. A task may become pending
-// again (e.g. a lost control connection).
+// readiness server answers 200 only when none is pending, else 503 naming them (upstream
+// answers 500; any status ≥ 400 fails a kubelet probe, and 503 is the honest "not yet").
+// A task may become pending again (e.g. draining).
 import type http from 'node:http';
 import { buildServer, listen, parseTarget, sendText } from './http-server.js';
 
@@ -35,7 +36,7 @@ export function startReadinessServer(o: { host: string; port: number; readiness:
       return;
     }
     if (o.readiness.isReady()) sendText(res, 200, 'ready\n');
-    else sendText(res, 500, `not ready, pending: ${o.readiness.pendingNames().join(', ')}\n`);
+    else sendText(res, 503, `not ready, pending: ${o.readiness.pendingNames().join(', ')}\n`);
   });
   return listen(server, o.host, o.port);
 }

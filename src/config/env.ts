@@ -9,7 +9,7 @@ import { ZtError } from '../errors.js';
 import { canonicalIp, ipFamily, isLoopbackIp } from '../util/ip.js';
 import { parseDurationMs } from './duration.js';
 import { deepFreeze } from './freeze.js';
-import type { Config, LogFormat, Ports, ProxyMode } from './types.js';
+import type { Config, JsonValue, LogFormat, Ports, ProxyMode, RootCaSource, TokenSource } from './types.js';
 
 export const ENV = {
   LOCAL_XDS_PATH: 'LOCAL_XDS_PATH',
@@ -50,6 +50,28 @@ export const ENV = {
   ZTUNNEL_BIND_ADDRESS: 'ZTUNNEL_BIND_ADDRESS',
   ZTUNNEL_ADMIN_BIND_ADDRESS: 'ZTUNNEL_ADMIN_BIND_ADDRESS',
   CONNECT_TIMEOUT: 'CONNECT_TIMEOUT',
+  XDS_ADDRESS: 'XDS_ADDRESS',
+  XDS_ROOT_CA: 'XDS_ROOT_CA',
+  ALT_XDS_HOSTNAME: 'ALT_XDS_HOSTNAME',
+  CA_ADDRESS: 'CA_ADDRESS',
+  CA_ROOT_CA: 'CA_ROOT_CA',
+  ALT_CA_HOSTNAME: 'ALT_CA_HOSTNAME',
+  FAKE_CA: 'FAKE_CA',
+  AUTH_TOKEN: 'AUTH_TOKEN',
+  SECRET_TTL: 'SECRET_TTL',
+  POD_NAME: 'POD_NAME',
+  POD_NAMESPACE: 'POD_NAMESPACE',
+  SERVICE_ACCOUNT: 'SERVICE_ACCOUNT',
+  INSTANCE_IP: 'INSTANCE_IP',
+  KUBERNETES_SERVICE_HOST: 'KUBERNETES_SERVICE_HOST',
+} as const;
+
+/** Prefixes of variable families: extra gRPC metadata, and the xDS node metadata. */
+export const ENV_PREFIX = {
+  XDS_HEADER: 'XDS_HEADER_',
+  CA_HEADER: 'CA_HEADER_',
+  ISTIO_META: 'ISTIO_META_',
+  ISTIO_METAJSON: 'ISTIO_METAJSON_',
 } as const;
 
 export type EnvName = (typeof ENV)[keyof typeof ENV];
@@ -88,6 +110,13 @@ export const DEFAULTS = {
   bindAddressIpv4: '0.0.0.0',
   adminBindAddress: '127.0.0.1',
   connectTimeoutMs: 10_000,
+  /** Upstream's istiod address inside a cluster (KUBERNETES_SERVICE_HOST set), and outside one. */
+  xdsAddressInCluster: 'istiod.istio-system.svc:15012',
+  xdsAddressOutsideCluster: 'localhost:15012',
+  /** Where the istio-ca-root-cert ConfigMap and the projected istio-token are mounted in the pod. */
+  rootCaPath: '/var/run/secrets/istio/root-cert.pem',
+  authTokenPath: '/var/run/secrets/tokens/istio-token',
+  secretTtlMs: 24 * 60 * 60 * 1000,
 } as const;
 
 // RFC 9113 §6.9.1 / §6.5.2: windows up to 2^31-1, SETTINGS_MAX_FRAME_SIZE in [2^14, 2^24-1].
@@ -98,7 +127,7 @@ const MAX_U32 = 2 ** 32 - 1;
 
 type Env = Record<string, string | undefined>;
 
-function invalid(name: EnvName, problem: string): never {
+function invalid(name: EnvName | string, problem: string): never {
   throw new ZtError('ZT_ERR_CONFIG_INVALID', `${name}: ${problem}`);
 }
 
@@ -234,9 +263,107 @@ function buildTrustDomain(env: Env): string {
   return v;
 }
 
-/** Validates `env` and returns the deep-frozen process configuration; throws ZT_ERR_CONFIG_INVALID. */
 /** TCP keepalive idle time on upstream and captured sockets (upstream: KEEPALIVE_TIME 180 s). */
 export const KEEPALIVE_IDLE_MS = 180_000;
+
+/**
+ * `https://host:port`, `host:port` or `[v6]:port` → `host:port`. Plaintext (`http://`) is
+ * refused: ztunnel talks to istiod over TLS only.
+ */
+function readGrpcAddress(name: EnvName, raw: string): string {
+  let v = raw;
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(v);
+  if (scheme) {
+    if (scheme[1]?.toLowerCase() !== 'https') invalid(name, `'${raw}': only https:// (TLS) is supported`);
+    v = v.slice(scheme[0].length);
+  }
+  v = v.replace(/\/+$/, '');
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65535) invalid(name, `expected host:port (e.g. ${DEFAULTS.xdsAddressInCluster}), got '${raw}'`);
+  return v;
+}
+
+/** A path (absolute or ./relative), `SYSTEM` (the OS roots) or inline PEM. */
+function readRootCa(env: Env, name: EnvName): RootCaSource {
+  const v = findRaw(env, name);
+  if (v === undefined) return { kind: 'file', path: DEFAULTS.rootCaPath };
+  if (v === 'SYSTEM') return { kind: 'system' };
+  if (v.includes('-----BEGIN CERTIFICATE-----')) return { kind: 'pem', pem: v };
+  if (v.includes('-----BEGIN')) invalid(name, 'inline PEM must hold CERTIFICATE blocks');
+  return { kind: 'file', path: v };
+}
+
+function readHeaders(env: Env, prefix: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (!k.startsWith(prefix) || v === undefined) continue;
+    const header = k.slice(prefix.length).toLowerCase();
+    if (!/^[a-z0-9_.-]+$/.test(header)) invalid(k, `'${header}' is not a valid gRPC metadata name`);
+    if (header.endsWith('-bin')) invalid(k, 'binary (-bin) metadata is not supported');
+    out[header] = v.trim();
+  }
+  return out;
+}
+
+function readProxyMetadata(env: Env): Record<string, JsonValue> {
+  const out: Record<string, JsonValue> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (v === undefined) continue;
+    if (k.startsWith(ENV_PREFIX.ISTIO_METAJSON)) {
+      try {
+        out[k.slice(ENV_PREFIX.ISTIO_METAJSON.length)] = JSON.parse(v) as JsonValue;
+      } catch (err) {
+        invalid(k, `not valid JSON: ${(err as Error).message}`);
+      }
+    } else if (k.startsWith(ENV_PREFIX.ISTIO_META) && k.length > ENV_PREFIX.ISTIO_META.length) {
+      out[k.slice(ENV_PREFIX.ISTIO_META.length)] = v;
+    }
+  }
+  return out;
+}
+
+function readTokenSource(env: Env): TokenSource {
+  const v = findRaw(env, ENV.AUTH_TOKEN);
+  if (v === undefined) return { kind: 'file', path: DEFAULTS.authTokenPath };
+  // A value that looks like a path is a file; anything else is the token itself (as upstream).
+  return v.includes('/') ? { kind: 'file', path: v } : { kind: 'literal', value: v };
+}
+
+/**
+ * The control plane: XDS_ADDRESS if set (an empty value disables xDS, as upstream); unset with
+ * a local config → none; unset without one → istiod (in a cluster) or localhost:15012.
+ * The CA: CA_ADDRESS if set; else, when xDS is on and no built-in CA was asked for, the xDS
+ * address (with CA_ROOT_CA, default the same root file); else the built-in CA.
+ */
+function buildControlPlane(env: Env, hasLocalConfig: boolean, builtinCa: boolean): { xds: Config['xds']; ca: Config['ca'] } {
+  const xdsRaw = env[ENV.XDS_ADDRESS];
+  let xdsAddress: string | undefined;
+  if (xdsRaw !== undefined && xdsRaw.trim() !== '') xdsAddress = readGrpcAddress(ENV.XDS_ADDRESS, xdsRaw.trim());
+  else if (xdsRaw === undefined && !hasLocalConfig) {
+    xdsAddress = findRaw(env, ENV.KUBERNETES_SERVICE_HOST) !== undefined ? DEFAULTS.xdsAddressInCluster : DEFAULTS.xdsAddressOutsideCluster;
+  }
+  if (xdsAddress !== undefined && hasLocalConfig) {
+    invalid(ENV.XDS_ADDRESS, 'is set together with LOCAL_XDS_PATH/LOCAL_XDS; choose one source of workloads (unset XDS_ADDRESS, or set it to "" to run from the local config)');
+  }
+  const xds =
+    xdsAddress === undefined
+      ? undefined
+      : { address: xdsAddress, rootCa: readRootCa(env, ENV.XDS_ROOT_CA), altHostname: readString(env, ENV.ALT_XDS_HOSTNAME), headers: readHeaders(env, ENV_PREFIX.XDS_HEADER) };
+  const caRaw = findRaw(env, ENV.CA_ADDRESS);
+  let caAddress: string | undefined;
+  if (caRaw !== undefined) {
+    if (builtinCa) invalid(ENV.CA_ADDRESS, 'is set together with FAKE_CA or LOCAL_CA_CERT/LOCAL_CA_KEY; choose istiod\'s CA or the built-in one');
+    caAddress = readGrpcAddress(ENV.CA_ADDRESS, caRaw);
+  } else if (xds && !builtinCa) caAddress = xds.address;
+  const ca =
+    caAddress === undefined
+      ? undefined
+      : { address: caAddress, rootCa: readRootCa(env, ENV.CA_ROOT_CA), altHostname: readString(env, ENV.ALT_CA_HOSTNAME), headers: readHeaders(env, ENV_PREFIX.CA_HEADER) };
+  return { xds, ca };
+}
+
+/** Validates `env` and returns the deep-frozen process configuration; throws ZT_ERR_CONFIG_INVALID. */
 
 export function loadConfig(env: Env): Config {
   const localXdsPath = readString(env, ENV.LOCAL_XDS_PATH);
@@ -257,6 +384,9 @@ export function loadConfig(env: Env): Config {
       'LOCAL_CA_CERT and LOCAL_CA_KEY must be set together (or neither, for an ephemeral root)',
     );
   }
+
+  const builtinCa = readBool(env, ENV.FAKE_CA) === true || localCaCert !== undefined;
+  const { xds, ca } = buildControlPlane(env, localXdsPath !== undefined || localXds !== undefined, builtinCa);
 
   const ipv6Enabled = readBool(env, ENV.IPV6_ENABLED) ?? DEFAULTS.ipv6Enabled;
   const bindAddress =
@@ -318,6 +448,17 @@ export function loadConfig(env: Env): Config {
     bindAddress,
     adminBindAddress,
     connectTimeoutMs: readDurationMs(env, ENV.CONNECT_TIMEOUT, 1) ?? DEFAULTS.connectTimeoutMs,
+    xds,
+    ca,
+    authToken: readTokenSource(env),
+    secretTtlMs: readDurationMs(env, ENV.SECRET_TTL, 2000) ?? DEFAULTS.secretTtlMs,
+    self: {
+      podName: readString(env, ENV.POD_NAME),
+      podNamespace: readString(env, ENV.POD_NAMESPACE),
+      serviceAccount: readString(env, ENV.SERVICE_ACCOUNT),
+      instanceIp: readIp(env, ENV.INSTANCE_IP),
+    },
+    proxyMetadata: readProxyMetadata(env),
   };
   // Checked last, so that a malformed value elsewhere is named first. Without a node name
   // a node-mode ztunnel cannot tell its own pods from other nodes' (same-node traffic,

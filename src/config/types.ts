@@ -49,6 +49,45 @@ export interface Config {
   connectTimeoutMs: number;
   /** ZTUNNEL_SPLICE: relay TCP ↔ TCP legs with splice(2) in a worker (zero-copy). */
   spliceEnabled: boolean;
+  /** The delta xDS control plane (istiod); undefined = none (a local config, or XDS_ADDRESS=""). */
+  xds: ControlPlaneEndpoint | undefined;
+  /** istiod's CA (CA_ADDRESS); undefined = the built-in CA (LOCAL_CA_CERT/KEY, FAKE_CA, or an ephemeral root). */
+  ca: ControlPlaneEndpoint | undefined;
+  /** AUTH_TOKEN: the bearer token sent to istiod (xDS and CA), re-read on every use. */
+  authToken: TokenSource;
+  /** SECRET_TTL: the lifetime asked of istiod's CA for workload certificates. */
+  secretTtlMs: number;
+  /** ztunnel's own pod (downward API): the xDS node and ztunnel's own identity. */
+  self: SelfInfo;
+  /** ISTIO_META_* (prefix stripped) and ISTIO_METAJSON_* (parsed): the xDS node metadata. */
+  proxyMetadata: Readonly<Record<string, JsonValue>>;
+}
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+/** Where a PEM trust bundle comes from: a file (re-read on connect), inline PEM, or the OS roots. */
+export type RootCaSource = { kind: 'file'; path: string } | { kind: 'pem'; pem: string } | { kind: 'system' };
+
+/** The token file (the projected service-account token; missing = no token) or a literal token. */
+export type TokenSource = { kind: 'file'; path: string } | { kind: 'literal'; value: string };
+
+export interface ControlPlaneEndpoint {
+  /** host:port, no scheme (IPv6 hosts in brackets). */
+  address: string;
+  /** XDS_ROOT_CA / CA_ROOT_CA: what the server certificate must chain to. */
+  rootCa: RootCaSource;
+  /** ALT_XDS_HOSTNAME / ALT_CA_HOSTNAME: the name checked in the server certificate instead of the host. */
+  altHostname: string | undefined;
+  /** XDS_HEADER_<K> / CA_HEADER_<K>: extra gRPC metadata (names lower-cased). */
+  headers: Readonly<Record<string, string>>;
+}
+
+export interface SelfInfo {
+  podName: string | undefined;
+  podNamespace: string | undefined;
+  serviceAccount: string | undefined;
+  /** INSTANCE_IP (upstream's fallback in the node id: 1.1.1.1). */
+  instanceIp: string | undefined;
 }
 
 export interface Ports {

@@ -50,6 +50,8 @@ export async function startZtunnel(
     ZTUNNEL_READINESS_PORT: '0',
     ZTUNNEL_BIND_ADDRESS: '0.0.0.0',
     CONNECTION_TERMINATION_DEADLINE: '2s',
+    // Without a local config the default source is istiod: these ztunnels run standalone unless told otherwise.
+    ...(env.LOCAL_XDS === undefined && env.LOCAL_XDS_PATH === undefined ? { XDS_ADDRESS: '' } : {}),
     ...env,
   });
   const app = new App(config, { logDestination: sink, ca, ...extra });

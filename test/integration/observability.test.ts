@@ -177,7 +177,7 @@ t.test('live reload: a new workload becomes reachable; a broken file keeps the o
   fs.writeFileSync(yamlB, twoNodeYaml({ echoPort: echo.port }));
 });
 
-t.test('drain: open connections keep working, new ones are refused, readiness 500, done by the deadline', async (t) => {
+t.test('drain: open connections keep working, new ones are refused, readiness 503, done by the deadline', async (t) => {
   const echoD = await startEcho('127.0.5.2');
   t.teardown(() => echoD.server.close());
   const yaml = twoNodeYaml({ echoPort: echo.port }).replace('workloads:', `workloads:
@@ -195,10 +195,10 @@ t.test('drain: open connections keep working, new ones are refused, readiness 50
   const started = Date.now();
   const quit = await httpGet(d.ports.admin, '/quitquitquit', 'POST');
   t.equal(quit.status, 200);
-  // Draining: the readiness server still answers, and answers 500 (not ready), so the kubelet
+  // Draining: the readiness server still answers, and answers 503 (not ready), so the kubelet
   // takes the pod out of rotation; a closed port would look like a crash instead.
   const ready = await httpGet(d.ports.readiness, '/healthz/ready');
-  t.equal(ready.status, 500, `readiness is 500 while draining (${ready.body.trim()})`);
+  t.equal(ready.status, 503, `readiness is 503 while draining (${ready.body.trim()})`);
   t.match(ready.body, /^not ready/);
   open.write('during');
   t.equal((await readN(open, 6)).toString(), 'during', 'the open connection still works while draining');

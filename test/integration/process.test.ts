@@ -20,6 +20,7 @@ const baseEnv = {
   ZTUNNEL_READINESS_PORT: '0',
   LOG_FORMAT: 'json',
   NODE_NAME: 'local',
+  XDS_ADDRESS: '',
 };
 
 t.test('a malformed local config names the file, the key and the problem, and exits non-zero', async (t) => {

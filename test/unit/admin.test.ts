@@ -158,14 +158,14 @@ t.test('admin server refuses a non-loopback host', async (t) => {
   t.notOk(isLoopbackHost('::'));
 });
 
-t.test('readiness: 500 naming pending tasks, then 200', async (t) => {
+t.test('readiness: 503 naming pending tasks, then 200', async (t) => {
   const readiness = new Readiness();
   readiness.pending('state manager');
   readiness.pending('proxy');
   const server = await startReadinessServer({ host: '127.0.0.1', port: 0, readiness });
   t.teardown(() => closeServer(server));
   let res = await request(server, 'GET', '/healthz/ready');
-  t.equal(res.status, 500);
+  t.equal(res.status, 503);
   t.equal(res.text, 'not ready, pending: proxy, state manager\n');
   readiness.ready('proxy');
   res = await request(server, 'GET', '/healthz/ready');
@@ -178,7 +178,7 @@ t.test('readiness: 500 naming pending tasks, then 200', async (t) => {
   t.equal((await request(server, 'POST', '/healthz/ready')).status, 405);
   t.equal((await request(server, 'GET', '/healthz/live')).status, 404);
   readiness.pending('workload proxy manager');
-  t.equal((await request(server, 'GET', '/healthz/ready')).status, 500, 'can become pending again');
+  t.equal((await request(server, 'GET', '/healthz/ready')).status, 503, 'can become pending again');
 });
 
 t.test('stats server serves the registry', async (t) => {

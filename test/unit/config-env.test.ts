@@ -64,9 +64,70 @@ t.test('defaults', async (t) => {
     adminBindAddress: '127.0.0.1',
     connectTimeoutMs: 10_000,
     spliceEnabled: true,
+    // No local config: istiod (outside a cluster: localhost:15012), its CA at the same address.
+    xds: { address: 'localhost:15012', rootCa: { kind: 'file', path: '/var/run/secrets/istio/root-cert.pem' }, altHostname: undefined, headers: {} },
+    ca: { address: 'localhost:15012', rootCa: { kind: 'file', path: '/var/run/secrets/istio/root-cert.pem' }, altHostname: undefined, headers: {} },
+    authToken: { kind: 'file', path: '/var/run/secrets/tokens/istio-token' },
+    secretTtlMs: 86_400_000,
+    self: { podName: undefined, podNamespace: undefined, serviceAccount: undefined, instanceIp: undefined },
+    proxyMetadata: {},
   } satisfies Config);
   t.equal(ENV.PROXY_MODE, 'PROXY_MODE');
   t.equal(DEFAULTS.ports.inbound, 15008);
+});
+
+t.test('control plane: xDS address, CA, roots, token, metadata', async (t) => {
+  const ROOT = { kind: 'file', path: '/var/run/secrets/istio/root-cert.pem' };
+  // A local config means no xDS unless asked; XDS_ADDRESS="" disables it (upstream's way).
+  t.equal(load({ LOCAL_XDS: 'workloads: []\n' }).xds, undefined);
+  t.equal(load({ LOCAL_XDS: 'workloads: []\n' }).ca, undefined, 'local config without CA_ADDRESS: built-in CA');
+  t.equal(load({ XDS_ADDRESS: '' }).xds, undefined);
+  t.equal(load({ XDS_ADDRESS: '' }).ca, undefined);
+  t.equal(load({ KUBERNETES_SERVICE_HOST: '10.96.0.1' }).xds?.address, 'istiod.istio-system.svc:15012');
+  t.equal(load({ XDS_ADDRESS: 'https://istiod.istio-system.svc:15012' }).xds?.address, 'istiod.istio-system.svc:15012');
+  t.equal(load({ XDS_ADDRESS: '[::1]:15012' }).xds?.address, '[::1]:15012');
+  t.same(load({ XDS_ADDRESS: '10.0.0.2:15012' }).ca, { address: '10.0.0.2:15012', rootCa: ROOT, altHostname: undefined, headers: {} }, 'the CA defaults to the xDS address');
+  t.equal(load({ XDS_ADDRESS: '10.0.0.2:15012', CA_ADDRESS: 'ca.example:443' }).ca?.address, 'ca.example:443');
+  t.equal(load({ XDS_ADDRESS: '10.0.0.2:15012', FAKE_CA: 'true' }).ca, undefined, 'FAKE_CA: built-in CA with xDS');
+  t.equal(load({ LOCAL_XDS: 'workloads: []\n', CA_ADDRESS: '10.0.0.2:15012' }).ca?.address, '10.0.0.2:15012', 'local config + istiod CA');
+  t.same(load({ XDS_ROOT_CA: 'SYSTEM' }).xds?.rootCa, { kind: 'system' });
+  t.same(load({ XDS_ROOT_CA: './root.pem' }).xds?.rootCa, { kind: 'file', path: './root.pem' });
+  const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----';
+  t.same(load({ CA_ROOT_CA: pem }).ca?.rootCa, { kind: 'pem', pem });
+  t.equal(load({ ALT_XDS_HOSTNAME: 'istiod.example' }).xds?.altHostname, 'istiod.example');
+  t.same(load({ XDS_HEADER_X_Tenant: 'a', CA_HEADER_FOO: 'b' }).xds?.headers, { x_tenant: 'a' });
+  t.same(load({ XDS_HEADER_X_Tenant: 'a', CA_HEADER_FOO: 'b' }).ca?.headers, { foo: 'b' });
+  t.same(load({ AUTH_TOKEN: '/tmp/token' }).authToken, { kind: 'file', path: '/tmp/token' });
+  t.same(load({ AUTH_TOKEN: 'abc.def' }).authToken, { kind: 'literal', value: 'abc.def' });
+  t.equal(load({ SECRET_TTL: '30s' }).secretTtlMs, 30_000);
+  t.same(load({ POD_NAME: 'ztunnel-x', POD_NAMESPACE: 'istio-system', SERVICE_ACCOUNT: 'ztunnel', INSTANCE_IP: '10.0.0.5' }).self, {
+    podName: 'ztunnel-x',
+    podNamespace: 'istio-system',
+    serviceAccount: 'ztunnel',
+    instanceIp: '10.0.0.5',
+  });
+  t.same(load({ ISTIO_META_DNS_CAPTURE: 'true', ISTIO_METAJSON_LABELS: '{"app":"z"}', ISTIO_META_CLUSTER_ID: 'c9' }).proxyMetadata, {
+    DNS_CAPTURE: 'true',
+    LABELS: { app: 'z' },
+    CLUSTER_ID: 'c9',
+  });
+  const bad: [Env, string, RegExp][] = [
+    [{ XDS_ADDRESS: 'http://istiod:15012' }, 'XDS_ADDRESS', /only https/],
+    [{ XDS_ADDRESS: 'istiod' }, 'XDS_ADDRESS', /host:port/],
+    [{ XDS_ADDRESS: 'istiod:0' }, 'XDS_ADDRESS', /host:port/],
+    [{ XDS_ADDRESS: 'istiod:15012', LOCAL_XDS: 'workloads: []\n' }, 'XDS_ADDRESS', /choose one source/],
+    [{ CA_ADDRESS: 'istiod:15012', FAKE_CA: 'true' }, 'CA_ADDRESS', /built-in/],
+    [{ XDS_ROOT_CA: '-----BEGIN PRIVATE KEY-----' }, 'XDS_ROOT_CA', /CERTIFICATE/],
+    [{ ISTIO_METAJSON_X: '{nope' }, 'ISTIO_METAJSON_X', /not valid JSON/],
+    [{ SECRET_TTL: '1s' }, 'SECRET_TTL', /at least/],
+    [{ INSTANCE_IP: 'ten' }, 'INSTANCE_IP', /not an IP/],
+    [{ XDS_HEADER_bad$: 'x' }, 'XDS_HEADER_bad$', /metadata name/],
+  ];
+  for (const [env, name, re] of bad) {
+    const err = configError({ NODE_NAME: 'node-a', ...env });
+    t.ok(err.message.startsWith(`${name}:`), `${JSON.stringify(env)} names ${name}: ${err.message}`);
+    t.match(err.message, re);
+  }
 });
 
 t.test('result is deep-frozen', async (t) => {
