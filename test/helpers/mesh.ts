@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import net from 'node:net';
 import { PassThrough } from 'node:stream';
-import { App } from '../../src/app.js';
+import { App, type AppOptions } from '../../src/app.js';
 import { loadConfig } from '../../src/config/env.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { noteLogLine } from './unexpected.js';
@@ -22,7 +22,7 @@ export interface TestZtunnel {
 export async function startZtunnel(
   env: Record<string, string>,
   ca: CertificateAuthority = sharedCa,
-  extra: { byteFlushIntervalMs?: number } = {},
+  extra: Omit<AppOptions, 'logDestination' | 'ca'> = {},
 ): Promise<TestZtunnel> {
   const logs: string[] = [];
   const sink = new PassThrough();
