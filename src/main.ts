@@ -17,6 +17,10 @@ usage:
   ztunnel-ts redirect node|ztunnel ...   program the kernel capture path (--dry-run prints, --remove undoes)
   ztunnel-ts node-agent --config FILE --node NAME
                                          keep the node's ipset and pod routes in step with the config
+  ztunnel-ts node-agent --xds [--node NAME]
+                                         the same, from istiod's delta xDS (XDS_ADDRESS, XDS_ROOT_CA, AUTH_TOKEN)
+  ztunnel-ts control-plane --config FILE --ca-dir DIR --token-file FILE [--listen IP:PORT]
+                                         serve FILE over delta xDS and sign CSRs (a local istiod stand-in)
   ztunnel-ts demo                        sleep → productpage through two ztunnels in network namespaces (root)
   ztunnel-ts --version | --help
 `;
@@ -78,8 +82,16 @@ async function main(argv: string[]): Promise<number> {
       return runRedirectCli(rest);
     }
     case 'node-agent': {
+      if (rest.includes('--xds')) {
+        const { runXdsNodeAgent } = await import('./node-agent-xds.js');
+        return runXdsNodeAgent(rest);
+      }
       const { runNodeAgentCli } = await import('./redirect/cli.js');
       return runNodeAgentCli(rest);
+    }
+    case 'control-plane': {
+      const { runControlPlaneCli } = await import('./control-plane/cli.js');
+      return runControlPlaneCli(rest);
     }
     case 'demo': {
       const { runDemo } = await import('./demo/demo.js');

@@ -9,7 +9,8 @@
 // traffic stays inside the namespaces.
 
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NodeAgent, type AgentLog } from '../redirect/node-agent.js';
@@ -37,7 +38,17 @@ export interface MeshHarnessOptions {
   /** Every stdout line of every ztunnel process, restarted ones included (the suites watch for "unexpected error"). */
   onZtunnelLine?: ((node: string, line: string) => void) | undefined;
   readyTimeoutMs?: number | undefined;
+  /**
+   * Take everything from a control plane instead of the file: `ztunnel-ts control-plane` runs in
+   * the first node's netns (serving the same YAML, watched, over delta xDS, and signing CSRs); the
+   * node agents run as `node-agent --xds` processes in the node netns; the ztunnels get
+   * XDS_ADDRESS / XDS_ROOT_CA / AUTH_TOKEN and their certificates from its CA.
+   */
+  xds?: boolean | undefined;
 }
+
+/** The control plane's port on the first node (istiod's xDS/CA port). */
+export const CONTROL_PLANE_PORT = 15012;
 
 export interface ZtunnelHandle {
   node: string;
@@ -105,6 +116,10 @@ export class MeshHarness {
   private readonly o: MeshHarnessOptions;
   private caDir = '';
   private stopped = false;
+  /** xDS mode: the control plane and the node-agent processes (killed by stop() / the Topology). */
+  private controlPlane: ChildProcess | undefined;
+  readonly agentProcesses: ChildProcess[] = [];
+  readonly controlPlaneOut: string[] = [];
 
   constructor(o: MeshHarnessOptions = {}) {
     this.o = o;
@@ -129,7 +144,18 @@ export class MeshHarness {
       const z = await applyZtunnelRedirect({}, { netns: topo.ztunnelNetns(node.name) });
       if (!z.ok) throw new Error(`ztunnel redirection on ${node.name}: ${z.message}`);
     }
+    this.caDir = join(topo.workDir, 'ca');
+    mkdirSync(this.caDir, { recursive: true });
+    if (this.o.standIn === undefined) {
+      const ca = spawnSync(process.execPath, [MAIN_JS, 'ca', 'create', '--out', this.caDir, '--force'], { encoding: 'utf8', timeout: 30_000 });
+      if (ca.status !== 0) throw new Error(`ca create: ${ca.stderr.trim()}`);
+    }
+    if (this.o.xds) await this.startControlPlane();
     for (const node of topo.nodes) {
+      if (this.o.xds) {
+        await this.startXdsAgent(node.name);
+        continue;
+      }
       const agent = new NodeAgent({
         nodeName: node.name,
         configPath: topo.configPath,
@@ -147,14 +173,67 @@ export class MeshHarness {
     }
     await Promise.all(apps);
 
-    this.caDir = join(topo.workDir, 'ca');
-    mkdirSync(this.caDir, { recursive: true });
-    if (this.o.standIn === undefined) {
-      const ca = spawnSync(process.execPath, [MAIN_JS, 'ca', 'create', '--out', this.caDir, '--force'], { encoding: 'utf8', timeout: 30_000 });
-      if (ca.status !== 0) throw new Error(`ca create: ${ca.stderr.trim()}`);
-    }
     for (const node of topo.nodes) this.startZtunnel(node.name);
     for (const node of topo.nodes) await this.waitZtunnelReady(node.name);
+  }
+
+  /** XDS_ADDRESS, XDS_ROOT_CA and AUTH_TOKEN of the control plane (xds mode). */
+  xdsEnv(): NodeJS.ProcessEnv {
+    const node = this.topo.nodes[0];
+    if (node === undefined) throw new Error('no node');
+    return { XDS_ADDRESS: `${node.ip}:${CONTROL_PLANE_PORT}`, XDS_ROOT_CA: join(this.caDir, 'ca-cert.pem'), AUTH_TOKEN: join(this.topo.workDir, 'istio-token') };
+  }
+
+  /** The control plane in the first node's netns, serving the topology's YAML; resolves once it serves. */
+  private async startControlPlane(): Promise<void> {
+    const topo = this.topo;
+    const node = topo.nodes[0];
+    if (node === undefined) throw new Error('no node');
+    if (!existsSync(topo.configPath)) topo.writeLocalConfig(topo.pods);
+    const tokenFile = join(topo.workDir, 'istio-token');
+    writeFileSync(tokenFile, `${randomBytes(24).toString('base64url')}\n`, { mode: 0o600 });
+    const child = topo.spawnIn(topo.nodeNetns(node.name), process.execPath, [
+      MAIN_JS,
+      'control-plane',
+      '--config',
+      topo.configPath,
+      '--ca-dir',
+      this.caDir,
+      '--token-file',
+      tokenFile,
+      '--listen',
+      `${node.ip}:${CONTROL_PLANE_PORT}`,
+      '--name',
+      node.ip,
+    ]);
+    this.controlPlane = child;
+    const out = collectLines(child, (line) => this.controlPlaneOut.push(line));
+    let err = '';
+    child.stderr?.on('data', (c: Buffer) => void (err += c.toString()));
+    const ok = await waitUntil(() => child.exitCode !== null || out.some((l) => l.includes('serving')), 15_000, 50);
+    if (!ok || child.exitCode !== null) throw new Error(`control plane did not start: ${err.trim() || out.join('\n')}`);
+  }
+
+  /** `node-agent --xds` in the node's netns; resolves after its first sync from xDS. */
+  private async startXdsAgent(node: string): Promise<void> {
+    const topo = this.topo;
+    const child = topo.spawnIn(
+      topo.nodeNetns(node),
+      process.execPath,
+      [MAIN_JS, 'node-agent', '--xds', '--node', node, '--pod-gateway-ip', topo.podGatewayIp(node)],
+      this.xdsEnv(),
+    );
+    this.agentProcesses.push(child);
+    const out = collectLines(child, (line) => {
+      const [, level, , message] = line.split('\t');
+      this.o.agentLog?.(node, (level ?? 'info') as 'info', message ?? line);
+    });
+    let err = '';
+    child.stderr?.on('data', (c: Buffer) => void (err += c.toString()));
+    const ok = await waitUntil(() => child.exitCode !== null || out.some((l) => l.includes('first sync from xDS done')), 20_000, 50);
+    if (!ok || child.exitCode !== null || !out.some((l) => l.includes('first sync from xDS done (ok)'))) {
+      throw new Error(`node agent --xds on ${node} failed: ${err.trim() || out.slice(-5).join('\n')}`);
+    }
   }
 
   /** Spawns the ztunnel of `node` (not waiting for readiness); replaces the handle. */
@@ -166,9 +245,9 @@ export class MeshHarness {
         ? topo.spawnIn(netns, process.execPath, [...(this.o.ztunnelNodeArgs ?? []), MAIN_JS], {
             PROXY_MODE: 'node',
             NODE_NAME: node,
-            LOCAL_XDS_PATH: topo.configPath,
-            LOCAL_CA_CERT: join(this.caDir, 'ca-cert.pem'),
-            LOCAL_CA_KEY: join(this.caDir, 'ca-key.pem'),
+            ...(this.o.xds
+              ? { ...this.xdsEnv(), FAKE_CA: 'true', LOCAL_CA_CERT: join(this.caDir, 'ca-cert.pem'), LOCAL_CA_KEY: join(this.caDir, 'ca-key.pem') }
+              : { LOCAL_XDS_PATH: topo.configPath, LOCAL_CA_CERT: join(this.caDir, 'ca-cert.pem'), LOCAL_CA_KEY: join(this.caDir, 'ca-key.pem') }),
             LOG_FORMAT: 'json',
             ENABLE_ORIG_SRC: 'true',
             ...this.o.ztunnelEnv,
@@ -243,6 +322,7 @@ export class MeshHarness {
     if (this.stopped) return;
     this.stopped = true;
     for (const a of this.agents) await a.stop();
+    for (const c of [...this.agentProcesses, ...(this.controlPlane ? [this.controlPlane] : [])]) if (c.exitCode === null) c.kill('SIGTERM');
     const exits: Promise<void>[] = [];
     for (const { child } of this.ztunnels.values()) {
       if (child.exitCode !== null || child.signalCode !== null) continue;

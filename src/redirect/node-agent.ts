@@ -1,8 +1,10 @@
 // The node agent (istio-cni's ambient role in the seed): keeps the node's ipset
 // `ztunnel-pods-ips` and the per-pod table-100 routes in step with the captured workloads
-// of this node — those in the local config file whose `node` is NODE_NAME and whose
-// `protocol` is HBONE. Watches the file (fs.watch plus a poll, debounced) and applies only
-// the differences, logging each change like istio-cni ("Adding pod … to ipset").
+// of this node — those whose `node` is NODE_NAME and whose `protocol` is HBONE, taken from
+// the local config file (watched: fs.watch plus a poll, debounced) or from a mesh the caller
+// keeps current (`mesh`, e.g. fed by the same xDS stream as ztunnel; the caller calls sync()
+// on each change). Applies only the differences, logging each change like istio-cni
+// ("Adding pod … to ipset").
 // Must never: restart or flush anything, drop pods because the file is momentarily
 // unreadable or invalid (a bad file keeps the current state and logs an error), or touch
 // routes in table 100 that are not pod routes through istioin.
@@ -88,7 +90,12 @@ export const defaultAgentLog: AgentLog = (level, message) => {
 
 export interface NodeAgentOptions {
   nodeName: string;
-  configPath: string;
+  /** The local config file to follow; or `mesh` instead. */
+  configPath?: string | undefined;
+  /** The current mesh (from xDS): read on every sync, no file is watched. */
+  mesh?: (() => LocalConfig) | undefined;
+  /** How to name the source in log lines (default: the file path). */
+  sourceName?: string | undefined;
   /** Source of table-100 routes; found from the node's ztunnel route when omitted. */
   podGatewayIp?: string | undefined;
   /** Named netns to program (default: the current one). */
@@ -108,11 +115,12 @@ export interface SyncResult {
 
 export class NodeAgent {
   private readonly nodeName: string;
-  private readonly configPath: string;
+  private readonly configPath: string | undefined;
+  private readonly sourceName: string;
   private podGatewayIp: string | undefined;
   private readonly run: Runner;
   private readonly log: AgentLog;
-  private readonly load: (path: string) => LocalConfig;
+  private readonly load: () => LocalConfig;
   private readonly debounceMs: number;
   private readonly pollMs: number;
   private watcher: FSWatcher | undefined = undefined;
@@ -127,10 +135,16 @@ export class NodeAgent {
   constructor(o: NodeAgentOptions) {
     this.nodeName = o.nodeName;
     this.configPath = o.configPath;
+    this.sourceName = o.sourceName ?? o.configPath ?? 'the mesh';
     this.podGatewayIp = o.podGatewayIp;
     this.run = o.runner ?? createRunner(o.netns);
     this.log = o.log ?? defaultAgentLog;
-    this.load = o.load ?? loadLocalConfigFile;
+    const path = o.configPath;
+    if (o.mesh !== undefined) this.load = o.mesh;
+    else if (path !== undefined) {
+      const load = o.load ?? loadLocalConfigFile;
+      this.load = () => load(path);
+    } else throw new Error('NodeAgent needs configPath or mesh');
     this.debounceMs = o.debounceMs ?? 100;
     this.pollMs = o.pollMs ?? 2000;
   }
@@ -138,6 +152,7 @@ export class NodeAgent {
   /** First sync (its result), then watch the file. */
   async start(): Promise<SyncResult> {
     const first = await this.sync();
+    if (this.configPath === undefined) return first;
     this.lastStamp = this.stamp();
     this.watchFile();
     this.pollTimer = setInterval(() => {
@@ -181,10 +196,12 @@ export class NodeAgent {
   }
 
   private watchFile(): void {
+    const path = this.configPath;
+    if (path === undefined) return;
     // Watch the directory: editors and atomic writers replace the file (a new inode).
     try {
-      const name = basename(this.configPath);
-      this.watcher = watch(dirname(this.configPath), (_event, file) => {
+      const name = basename(path);
+      this.watcher = watch(dirname(path), (_event, file) => {
         if (file === null || file === name) this.schedule();
       });
       this.watcher.on('error', () => undefined);
@@ -203,6 +220,7 @@ export class NodeAgent {
   }
 
   private stamp(): string {
+    if (this.configPath === undefined) return '';
     try {
       const s = statSync(this.configPath);
       return `${s.ino}:${s.size}:${s.mtimeMs}`;
@@ -235,10 +253,10 @@ export class NodeAgent {
     const result: SyncResult = { ok: true, added: [], removed: [] };
     let config: LocalConfig;
     try {
-      config = this.load(this.configPath);
+      config = this.load();
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
-      if (msg !== this.lastError) this.log('error', `cannot read ${this.configPath}, keeping the current pods: ${msg}`);
+      if (msg !== this.lastError) this.log('error', `cannot read ${this.sourceName}, keeping the current pods: ${msg}`);
       this.lastError = msg;
       return { ...result, ok: false };
     }
