@@ -67,7 +67,7 @@ export function buildStunnelConfig(o: {
 export function buildHaproxyConfig(o: { bindIp: string; targetIp: string }): string {
   const lines = [
     'global',
-    '  maxconn 8000',
+    '  maxconn 4000',
     '  tune.pipesize 1048576',
     '',
     'defaults',

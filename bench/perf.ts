@@ -158,12 +158,25 @@ async function startServers(mesh: BenchMesh): Promise<void> {
   }
 }
 
-/** Every row answers a 1 KiB body before anything is timed (and the HBONE pool is warm). */
+const countAccessLines = (mesh: BenchMesh): number => mesh.ztunnels.reduce((n, z) => n + z.handle.out.filter((l) => l.includes('"scope":"access"')).length, 0);
+
+/**
+ * Every row answers a 1 KiB body before anything is timed (and the HBONE pool is warm), and
+ * goes where its label says: the ztunnel rows add access-log lines, the direct, stunnel and
+ * haproxy rows add none (their traffic is not captured).
+ */
 async function checkRows(mesh: BenchMesh, rows: Row[]): Promise<void> {
   for (const row of rows) {
     const url = `http://${row.host}:${row.port('http')}/`;
+    const logged = countAccessLines(mesh);
     const r = await runIn(mesh.topo.podNetns(row.from), 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', '--max-time', '5', url], 10_000);
     if (r.stdout.trim() !== '200 1024') throw new Error(`${row.label}: GET ${url} gave '${r.stdout.trim()}' (curl exit ${r.code}), expected '200 1024'`);
+    const viaZtunnel = row.key === 'mesh' || row.key === 'passthrough';
+    const end = Date.now() + 3000;
+    while (Date.now() < end && (countAccessLines(mesh) > logged) !== viaZtunnel) await sleep(100);
+    if ((countAccessLines(mesh) > logged) !== viaZtunnel) {
+      throw new Error(`${row.label}: the ztunnels ${viaZtunnel ? 'logged no' : 'logged an'} access-log line for GET ${url}; the row does not take the path its label says`);
+    }
   }
 }
 
@@ -208,6 +221,8 @@ interface Figure {
   rows: RowKey[];
   /** The row the × column divides by. */
   base?: RowKey;
+  /** Also a column "added over direct" (per-repetition difference), for latencies. */
+  added?: boolean;
 }
 
 function buildReport(o: { store: SampleStore; reps: number; rows: Row[]; figures: Figure[]; machine: Versions; command: string; seconds: number; connectCount: number; notes: string[] }): string {
@@ -232,11 +247,15 @@ function buildReport(o: { store: SampleStore; reps: number; rows: Row[]; figures
     n += 1;
     out.push(`## ${n}. ${f.title}`, '');
     const hasBase = f.base !== undefined;
-    out.push(`| row | ${f.unit} |${hasBase ? ` × ${f.base} |` : ''}`, `|---|---:|${hasBase ? '---:|' : ''}`);
+    out.push(
+      `| row | ${f.unit} |${hasBase ? ` × ${f.base} |` : ''}${f.added ? ` added over direct, ${f.unit} |` : ''}`,
+      `|---|---:|${hasBase ? '---:|' : ''}${f.added ? '---:|' : ''}`,
+    );
     for (const key of f.rows) {
       const v = buildSpread(store.get(f.id, key));
       let cells = `| ${key} | ${formatSpread(v, f.digits)} |`;
       if (hasBase) cells += ` ${formatSpread(buildSpread(Array.from({ length: reps }, (_, i) => store.at(f.id, key, i) / store.at(f.id, f.base!, i))))} |`;
+      if (f.added) cells += ` ${key === 'direct' ? '–' : formatSpread(buildSpread(Array.from({ length: reps }, (_, i) => store.at(f.id, key, i) - store.at(f.id, 'direct', i))), f.digits)} |`;
       out.push(cells);
     }
     out.push('');
@@ -369,9 +388,9 @@ async function main(argv: string[]): Promise<number> {
     }
 
     const w = (name: string, p50: string): Figure[] => [
-      { id: `http.${name}.p50`, title: `${p50}: p50 latency`, unit: 'ms', digits: 3, rows: all, base: 'direct' },
-      { id: `http.${name}.p99`, title: `${p50}: p99 latency`, unit: 'ms', digits: 3, rows: all, base: 'direct' },
-      { id: `http.${name}.p999`, title: `${p50}: p99.9 latency`, unit: 'ms', digits: 3, rows: all, base: 'direct' },
+      { id: `http.${name}.p50`, title: `${p50}: p50 latency`, unit: 'ms', digits: 3, rows: all, base: 'direct', added: true },
+      { id: `http.${name}.p99`, title: `${p50}: p99 latency`, unit: 'ms', digits: 3, rows: all, base: 'direct', added: true },
+      { id: `http.${name}.p999`, title: `${p50}: p99.9 latency`, unit: 'ms', digits: 3, rows: all, base: 'direct', added: true },
     ];
     const sat = `HTTP keep-alive, autocannon, ${SAT_CONNECTIONS} connections, saturated, ${seconds} s, 1 KiB responses`;
     const fixed = `HTTP keep-alive, autocannon overallRate ${FIXED_RATE} req/s over ${FIXED_CONNECTIONS} connections, ${seconds} s, 1 KiB responses`;
