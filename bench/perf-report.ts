@@ -217,6 +217,11 @@ export function runSelfCheck(): string[] {
   assert.match(svg, /class="bar" x="330" y="52" width="150.0"/);
   assert.match(svg, /width="300.0" height="18" fill="#3a9d5d"/);
   assert.match(svg, /width="0.0" height="18" fill="#bbb"/);
+  // A score above 2 (0.06 / 0.01 = 6) is drawn at the 2+ end, not past the chart.
+  s.set('http.1k.cpu.dst', 'mesh', 0, 0.01);
+  const p5dst = evaluateGoal(goals.find((g) => g.id === 'P5 dst')!, s, 1);
+  assert.ok(Math.abs(p5dst.score - 6) < 1e-9);
+  assert.match(buildGoalSvg([p5dst], 't'), /class="bar" x="330" y="52" width="300.0"/);
   done.push('markdown goal table and SVG bars');
   return done;
 }
