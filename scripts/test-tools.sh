@@ -5,7 +5,7 @@
 # --check: only report (exit 1 when something is missing).
 set -uo pipefail
 need=()
-for pair in ip:iproute2 iptables:iptables ipset:ipset curl:curl iperf3:iperf3 socat:socat ps:procps prlimit:util-linux; do
+for pair in ip:iproute2 iptables:iptables ipset:ipset curl:curl iperf3:iperf3 socat:socat ps:procps prlimit:util-linux stunnel4:stunnel4 haproxy:haproxy; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 # Debian's python3-h2: the independent HTTP/2 client of the abuse suite (run as /usr/bin/python3).
