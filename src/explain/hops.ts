@@ -312,7 +312,7 @@ function explainRoute(c: Chain, input: ExplainInput, captured: boolean): void {
     });
     return;
   }
-  const src = r.source === undefined ? input.src : `${r.source.name} (${r.source.identity})`;
+  const src = r.source === undefined ? input.src : captured ? `${r.source.name} (${r.source.identity})` : r.source.name;
   switch (r.kind) {
     case 'hbone': {
       const dest = r.destination;

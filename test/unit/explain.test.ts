@@ -240,6 +240,13 @@ t.test('a missing ip rule (edited from the recording) stops at the rule hop', as
   const unhooked = buildExplanation(gather({ src: SLEEP, dst: { ip: VIP, port: 9080 }, nodes: { zt2 } }));
   t.equal(unhooked.brokenAt, 'dest-ztunnel-tproxy');
   t.equal(unhooked.hops.at(-1)!.object, 'mangle PREROUTING: no -j ztunnel-PREROUTING');
+  const node2 = {
+    ...healthy.node2,
+    routes: healthy.node2.routes.map((r) => (r.table === '100' && r.dst === PRODUCTPAGE ? { ...r, dev: 'eth0', gateway: '172.18.0.1', text: '10.244.1.7 via 172.18.0.1 dev eth0 table 100' } : r)),
+  };
+  const misrouted = buildExplanation(gather({ src: SLEEP, dst: { ip: VIP, port: 9080 }, nodes: { node2 } }));
+  t.equal(misrouted.brokenAt, 'dest-route');
+  t.match(misrouted.hops.at(-1)!.why, /table 100 sends 10\.244\.1\.7 by eth0, not istioin/);
 });
 
 t.test('no healthy endpoint stops at ztunnel\'s decision, listing each endpoint', async (t) => {
