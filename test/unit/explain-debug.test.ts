@@ -27,7 +27,7 @@ async function start(t: { teardown(fn: () => unknown): void }, debug: DebugOptio
   const server = await startAdminServer({ host: '127.0.0.1', port: 0, configDump: () => ({}), telemetry, onQuit: async () => undefined, debug });
   t.teardown(async () => {
     await closeServer(server);
-    telemetry.close();
+    await telemetry.close();
   });
   return server;
 }
