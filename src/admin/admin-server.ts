@@ -1,12 +1,14 @@
 // The admin server (15000): an index page, /config_dump (redacted,
-// pretty JSON), /logging (read or change the log level at run time) and /quitquitquit
-// (graceful shutdown). Loopback only: it can change behaviour and stop the process.
+// pretty JSON), /logging (read or change the log level at run time), /quitquitquit
+// (graceful shutdown) and, when given, /debug/route and /debug/authorize (debug.ts).
+// Loopback only: it can change behaviour and stop the process.
 // Must never print key material (see config-dump.ts) and never start on a non-loopback
 // address.
 import type http from 'node:http';
 import { ZtError, errorMessage } from '../errors.js';
 import type { Telemetry } from '../record/telemetry.js';
 import { redactSecrets } from './config-dump.js';
+import { DEBUG_ENDPOINTS, handleDebugRequest, type DebugOptions } from './debug.js';
 import { buildServer, isLoopbackHost, listen, parseTarget, sendText } from './http-server.js';
 
 export interface AdminOptions {
@@ -16,6 +18,8 @@ export interface AdminOptions {
   configDump: () => unknown;
   telemetry: Telemetry;
   onQuit: () => Promise<void>;
+  /** /debug/route and /debug/authorize (for `ztunnel-ts explain`); absent = 404. */
+  debug?: DebugOptions | undefined;
 }
 
 const ENDPOINTS: ReadonlyArray<readonly [string, string]> = [
@@ -29,8 +33,8 @@ const LOGGING_USAGE =
   '  <level> is one of: error, warn, info, debug, trace, off\n' +
   '  no query: print the current level; reset: go back to the start-up level\n';
 
-function buildIndexPage(): string {
-  const rows = ENDPOINTS.map(([path, help]) => `<li><a href="${path}">${path}</a>: ${help}</li>`).join('\n');
+function buildIndexPage(debug: boolean): string {
+  const rows = [...ENDPOINTS, ...(debug ? DEBUG_ENDPOINTS : [])].map(([path, help]) => `<li><a href="${path}">${path}</a>: ${help}</li>`).join('\n');
   return `<!DOCTYPE html>\n<html><head><title>ztunnel admin</title></head><body>\n<h1>ztunnel admin</h1>\n<ul>\n${rows}\n</ul>\n</body></html>\n`;
 }
 
@@ -72,7 +76,7 @@ export async function startAdminServer(o: AdminOptions): Promise<http.Server> {
     switch (url.pathname) {
       case '/':
         res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
-        res.end(buildIndexPage());
+        res.end(buildIndexPage(o.debug !== undefined));
         return;
       case '/config_dump': {
         // Redact before anything is written, so a refused dump is a clean 500.
@@ -100,6 +104,7 @@ export async function startAdminServer(o: AdminOptions): Promise<http.Server> {
         sendText(res, 200, 'shutdown now\n', { connection: 'close' });
         return;
       default:
+        if (o.debug !== undefined && handleDebugRequest(url, method, o.debug, res)) return;
         sendText(res, 404, 'not found\n');
     }
   });
