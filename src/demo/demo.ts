@@ -24,7 +24,9 @@ export const REQUIRED_TOOLS: ReadonlyArray<readonly [string, string]> = [
   ['curl', 'curl'],
 ];
 
-const DEMO_USAGE = `usage: ztunnel-ts demo [--no-install] [--prefix NAME] [--stand-in SCRIPT]
+const DEMO_USAGE = `usage: ztunnel-ts demo [--xds] [--no-install] [--prefix NAME] [--stand-in SCRIPT]
+  --xds              ztunnels and node agents take workloads, services, policies and certificates
+                     from a control plane over delta xDS (\`ztunnel-ts control-plane\` on the first node)
   --no-install       name missing tools instead of installing them with apt-get (the default as root)
   --prefix NAME      name prefix of everything created (default zt<pid>)
   --stand-in SCRIPT  run SCRIPT relay instead of ztunnel-ts in the ztunnel pods (development)
@@ -42,12 +44,19 @@ export function findMissingPackages(has: (tool: string) => boolean = hasTool): s
 }
 
 export async function runDemo(argv: string[]): Promise<number> {
-  let values: { install?: boolean; 'no-install'?: boolean; prefix?: string; 'stand-in'?: string; help?: boolean };
+  let values: { install?: boolean; 'no-install'?: boolean; prefix?: string; 'stand-in'?: string; help?: boolean; xds?: boolean };
   try {
     values = parseArgs({
       args: argv,
       strict: true,
-      options: { install: { type: 'boolean' }, 'no-install': { type: 'boolean' }, prefix: { type: 'string' }, 'stand-in': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        install: { type: 'boolean' },
+        'no-install': { type: 'boolean' },
+        prefix: { type: 'string' },
+        'stand-in': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        xds: { type: 'boolean' },
+      },
     }).values;
   } catch (err) {
     process.stderr.write(`demo: ${(err as Error).message}\n${DEMO_USAGE}`);
@@ -79,6 +88,7 @@ export async function runDemo(argv: string[]): Promise<number> {
   const mesh = new MeshHarness({
     prefix: values.prefix,
     standIn,
+    xds: values.xds === true,
     agentLog: (node, level, msg) => say(`[istio-cni ${node}] ${new Date().toISOString()}\t${level}\tambient\t${msg}`),
     onZtunnelExit: (node, code, stderr) => say(`demo: ztunnel on ${node} exited with ${code}: ${stderr}`),
   });
@@ -90,6 +100,21 @@ export async function runDemo(argv: string[]): Promise<number> {
   try {
     say(`demo: building the namespaced cluster (prefix ${topo.prefix}) ...`);
     await mesh.start();
+    if (values.xds) {
+      say();
+      say(`control plane on ${topo.nodes[0]?.name ?? ''} (${mesh.xdsEnv().XDS_ADDRESS ?? ''}):`);
+      say(mesh.controlPlaneOut.join('\n'));
+      for (const node of topo.nodes) {
+        const dump = await topo.execIn(topo.ztunnelNetns(node.name), 'curl', ['-s', '--max-time', '3', 'http://127.0.0.1:15000/config_dump']);
+        try {
+          const x = (JSON.parse(dump.stdout) as { xds?: { address: string; connected: boolean; types: { typeUrl: string; resources: number; acks: number; nacks: number }[] } }).xds;
+          const types = (x?.types ?? []).map((ty) => `${ty.typeUrl.split('/').pop() ?? ''}: ${ty.resources} resources, ${ty.acks} ACK, ${ty.nacks} NACK`).join('; ');
+          say(`ztunnel on ${node.name}: xDS ${x?.connected ? 'connected to' : 'NOT connected to'} ${x?.address ?? '?'} — ${types}`);
+        } catch {
+          say(`ztunnel on ${node.name}: no config_dump (${dump.stderr.trim()})`);
+        }
+      }
+    }
 
     const url = standIn === undefined ? 'http://productpage:9080/' : 'http://10.244.1.7:9080/';
     say();

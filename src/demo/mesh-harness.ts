@@ -150,12 +150,11 @@ export class MeshHarness {
       const ca = spawnSync(process.execPath, [MAIN_JS, 'ca', 'create', '--out', this.caDir, '--force'], { encoding: 'utf8', timeout: 30_000 });
       if (ca.status !== 0) throw new Error(`ca create: ${ca.stderr.trim()}`);
     }
-    if (this.o.xds) await this.startControlPlane();
-    for (const node of topo.nodes) {
-      if (this.o.xds) {
-        await this.startXdsAgent(node.name);
-        continue;
-      }
+    if (this.o.xds) {
+      await this.startControlPlane();
+      await Promise.all(topo.nodes.map((node) => this.startXdsAgent(node.name)));
+    }
+    for (const node of this.o.xds ? [] : topo.nodes) {
       const agent = new NodeAgent({
         nodeName: node.name,
         configPath: topo.configPath,
