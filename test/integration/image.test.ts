@@ -5,9 +5,11 @@
 // apt-get line of the final stage is skipped: no root filesystem to install into), ENV lines
 // become the environment. Then the final folder must hold dist/src and proto/, no
 // dist/bench, no dist/test and no devDependency; the ENTRYPOINT started with a minimal env
-// (LOCAL_XDS with one workload, NODE_NAME, free ports) must reach ready on its readiness
-// port, and the HEALTHCHECK command must exit 0 against it (and non-zero where nothing
-// listens). Skipped only when npm is not available.
+// (NODE_NAME, free ports, and a test control plane — a grpc-js server with TLS and a token
+// check speaking istiod's protocols — as XDS_ADDRESS / XDS_ROOT_CA / AUTH_TOKEN) must take its
+// workloads over delta xDS, reach ready on its readiness port, and the HEALTHCHECK command
+// must exit 0 against it (and non-zero where nothing listens). Skipped only when npm is not
+// available.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -15,6 +17,9 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { parseLocalConfig } from '../../src/config/local-config.js';
+import { startTestControlPlane } from '../helpers/control-plane.js';
+import { sharedCa } from '../helpers/mesh.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 
@@ -193,12 +198,18 @@ if (npm.status !== 0) {
   t.test('the ENTRYPOINT reaches ready; the HEALTHCHECK command says so', async (t) => {
     const app = hostPath(dirOf.get(final.name) as string, final.workdir, '.');
     const readinessPort = await freePort();
+    const cp = await startTestControlPlane(sharedCa);
+    t.teardown(() => cp.close());
+    cp.cp.setMesh(parseLocalConfig('workloads:\n- name: a\n  namespace: default\n  workloadIps: ["127.0.9.3"]\n  protocol: HBONE\n  node: image-test\n', 'image-test.yaml'));
     const [cmd, ...args] = final.entrypoint as string[];
     const env = {
       PATH: process.env.PATH ?? '',
       ...final.env,
       NODE_NAME: 'image-test',
-      LOCAL_XDS: 'workloads:\n- name: a\n  namespace: default\n  workloadIps: ["127.0.9.3"]\n  protocol: HBONE\n  node: image-test\n',
+      POD_NAME: 'ztunnel-image-test',
+      POD_NAMESPACE: 'istio-system',
+      SERVICE_ACCOUNT: 'ztunnel',
+      ...cp.env,
       ZTUNNEL_OUTBOUND_PORT: '0',
       ZTUNNEL_INBOUND_PLAINTEXT_PORT: '0',
       ZTUNNEL_INBOUND_PORT: '0',
@@ -221,6 +232,10 @@ if (npm.status !== 0) {
       await new Promise((r) => setTimeout(r, 200));
     }
     t.equal(status, 200, `GET :${readinessPort}/healthz/ready answers 200\n${out.slice(-2000)}`);
+    const stream = cp.cp.streamInfos().find((s) => s.nodeMetadata['NODE_NAME'] === 'image-test');
+    t.ok(stream, 'it subscribed to the control plane');
+    t.equal(stream?.nodeId, 'ztunnel~1.1.1.1~ztunnel-image-test.istio-system~istio-system.svc.cluster.local', 'with upstream\'s node id');
+    t.ok((stream?.acks ?? 0) >= 2, 'and ACKed the first response of each type');
 
     const [hcCmd, ...hcArgs] = final.healthcheck as string[];
     const hcBin = hcCmd === 'node' ? process.execPath : (hcCmd as string);
