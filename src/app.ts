@@ -16,6 +16,7 @@ import { handleSocks5 } from './capture/socks5.js';
 import { EMPTY_LOCAL_CONFIG, loadLocalConfigFile, parseLocalConfig } from './config/local-config.js';
 import type { Config, LocalConfig } from './config/types.js';
 import { ZtError, errorMessage } from './errors.js';
+import { buildAuthorizeDecision, buildRouteDecision } from './explain/index.js';
 import { CertificateAuthority } from './identity/ca.js';
 import { SecretManager } from './identity/secret-manager.js';
 import { spiffeIdOfWorkload } from './identity/spiffe.js';
@@ -231,6 +232,18 @@ export class App {
         configDump: () => this.configDump(),
         telemetry: this.telemetry,
         onQuit: () => this.drain(),
+        // `ztunnel-ts explain` asks these: the same pure route and authorize functions the data path runs.
+        debug: {
+          route: (q) =>
+            buildRouteDecision(this.view.state, {
+              ...q,
+              nodeName: c.proxyMode === 'node' ? c.nodeName : undefined,
+              network: c.network,
+              illegalPorts: this.illegalPorts,
+              hbonePort: c.ports.hboneTarget,
+            }),
+          authorize: (q) => buildAuthorizeDecision(this.view.state, this.view.policies, { ...q, nodeName: c.nodeName, network: c.network }),
+        },
       });
       const stats = await startStatsServer({ host: c.bindAddress, port: c.ports.stats, registry: this.telemetry.registry });
       const ready = await startReadinessServer({ host: c.bindAddress, port: c.ports.readiness, readiness: this.readiness });
