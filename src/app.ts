@@ -13,6 +13,7 @@ import { EMPTY_LOCAL_CONFIG, loadLocalConfigFile, parseLocalConfig } from './con
 import type { Config, LocalConfig } from './config/types.js';
 import { ZtError, errorMessage } from './errors.js';
 import { CertificateAuthority } from './identity/ca.js';
+import { LocalCaSource, type CertificateSource } from './identity/cert-source.js';
 import { SecretManager } from './identity/secret-manager.js';
 import { spiffeIdOfWorkload } from './identity/spiffe.js';
 import { Readiness, startAdminServer, startReadinessServer, startStatsServer, closeServer } from './admin/index.js';
@@ -33,6 +34,8 @@ export interface AppOptions {
   /** Overrides for tests: where log lines go, and a CA shared by several in-process ztunnels. */
   logDestination?: NodeJS.WritableStream;
   ca?: CertificateAuthority;
+  /** Where workload certificates come from (e.g. istiod's CA: xds/ca-client.ts); default the built-in CA. */
+  certificateSource?: CertificateSource;
   /** How often open connections' byte counts reach the metrics (default 5 s). */
   byteFlushIntervalMs?: number;
 }
@@ -68,7 +71,6 @@ export class App {
   private reloadTimer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
   private bound: BoundPorts | undefined;
-  private readonly ca: CertificateAuthority;
   /** The loop guard: upstream's fixed ports plus whatever we actually bound. */
   private readonly illegalPorts = new Set<number>();
   private markStopped: () => void = () => undefined;
@@ -93,12 +95,13 @@ export class App {
       ...(opts.logDestination ? { destination: opts.logDestination } : {}),
       ...(opts.byteFlushIntervalMs ? { byteFlushIntervalMs: opts.byteFlushIntervalMs } : {}),
     });
-    this.ca = opts.ca ?? this.loadCa();
-    this.secrets = new SecretManager(this.ca, {
-      onRenewalError: (id, err) => this.telemetry.log.warn({ scope: 'identity', identity: id, error: errorMessage(err) }, 'certificate renewal failed'),
+    this.secrets = new SecretManager(opts.certificateSource ?? new LocalCaSource(opts.ca ?? this.loadCa()), {
+      onRenewalError: (id, err) => this.telemetry.log.warn({ scope: 'identity', identity: id, error: errorMessage(err) }, 'certificate issuance failed'),
     });
     this.view = this.buildView(this.loadLocalConfig());
     this.readiness.ready('state manager');
+    // Certificates of the local workloads are fetched ahead of their first connection.
+    for (const id of this.localIdentities()) this.secrets.prefetch(id);
     const app = this;
     this.ctx = {
       config,
@@ -128,7 +131,7 @@ export class App {
         const w = findLocalWorkloadByIp(this.ctx, ip);
         return w ? spiffeIdOfWorkload(w) : undefined;
       },
-      tlsFor: (identity) => this.secrets.getTlsOptions(identity),
+      tlsFor: (identity) => this.secrets.peekTlsOptions(identity) ?? this.secrets.fetch(identity),
       onStream: (stream, headers, peer) => this.inbound.handleStream(stream, headers, peer),
       onRejected: ({ peerAddr, localAddr, reason, peerIdentity }) =>
         this.telemetry.earlyDeny('inbound', peerAddr, localAddr, reason, peerIdentity ? { 'src.identity': peerIdentity } : undefined),
@@ -305,6 +308,7 @@ export class App {
     );
     const keep = this.localIdentities();
     const dropped = this.secrets.retainOnly(keep);
+    for (const id of keep) this.secrets.prefetch(id);
     this.hboneServer.retainIdentities(keep);
     if (closed || dropped.length) {
       this.telemetry.log.info({ scope: 'config', closed, identities: dropped.join(',') }, 'removed workloads: connections closed, certificates dropped');

@@ -186,7 +186,8 @@ export class OutboundProxy {
         const stream: http2.ClientHttp2Stream = await this.pool.connect(
           {
             sourceIdentity: identity,
-            tls: ctx.secrets.getTlsOptions(identity),
+            // Held certificate: no promise; else wait for the one in-flight issuance.
+            tls: ctx.secrets.peekTlsOptions(identity) ?? (await ctx.secrets.fetch(identity)),
             expectedIdentities: route.expectedIdentities,
             dst: route.actualDst,
             sourceIp: spoofIp,
