@@ -1,7 +1,9 @@
 // The composition root: builds every component from a Config, owns the start, reload,
 // drain and stop order. Start-up errors are loud and final (thrown to main.ts);
 // run-time errors never crash the process.
-// Start: local config → certificates → listeners → ready. Drain: not ready → stop
+// Certificates come from a CertificateSource (AppOptions.certificateSource, e.g. istiod's CA;
+// default the built-in CA) through SecretManager; local workloads' certificates are prefetched
+// when the config shows them. Start: local config → certificates → listeners → ready. Drain: not ready → stop
 // accepting → GOAWAY → wait for connections up to the deadline → force-close → stop.
 import fs from 'node:fs';
 import type http from 'node:http';

@@ -1,6 +1,8 @@
 // The istiod CA client against a fake istiod CA on loopback: a grpc-js server with TLS (a
 // server certificate for 127.0.0.1 signed by a test root) and a token check, answering
 // CreateCertificate by signing the CSR with CertificateAuthority.signCsr, as istiod's CA does.
+// Then the client as SecretManager's CertificateSource end to end: an HBONE server whose
+// certificate is still being fetched, rotation of 5 s certificates at half-life.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import fs from 'node:fs';
 import http2 from 'node:http2';
