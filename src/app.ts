@@ -5,6 +5,8 @@
 // whole on reload) or istiod over delta xDS (XdsMesh: applied incrementally; readiness waits
 // for the first response of each type). Either way a change prunes removed workloads (their
 // connections, certificates, HBONE server identity) and re-authorizes live connections.
+// Certificates come from a CertificateSource through SecretManager: istiod's CA (config.ca),
+// or the built-in CA; local workloads' certificates are prefetched when the mesh shows them.
 // Start: mesh source → certificates → listeners → ready. Drain: not ready → stop
 // accepting → GOAWAY → wait for connections up to the deadline → force-close → stop.
 import fs from 'node:fs';
@@ -18,6 +20,7 @@ import type { Config, LocalConfig } from './config/types.js';
 import { ZtError, errorMessage } from './errors.js';
 import { buildAuthorizeDecision, buildRouteDecision } from './explain/index.js';
 import { CertificateAuthority } from './identity/ca.js';
+import { LocalCaSource, type CertificateSource } from './identity/cert-source.js';
 import { SecretManager } from './identity/secret-manager.js';
 import { spiffeIdOfWorkload } from './identity/spiffe.js';
 import { Readiness, startAdminServer, startReadinessServer, startStatsServer, closeServer } from './admin/index.js';
@@ -31,7 +34,8 @@ import { ProxyState } from './state/proxy-state.js';
 import { h2TuningOf } from './tunnel/h2-settings.js';
 import { HbonePool } from './tunnel/hbone-pool.js';
 import { HboneServer } from './tunnel/hbone-server.js';
-import { XDS_READINESS_TASKS, XdsMesh, type AddressChange } from './xds-mesh.js';
+import { IstioCaClient } from './xds/ca-client.js';
+import { XDS_READINESS_TASKS, XdsMesh, ownIdentity, readRootCa, tokenReader, type AddressChange } from './xds-mesh.js';
 
 export const VERSION = '0.1.0';
 
@@ -39,6 +43,8 @@ export interface AppOptions {
   /** Overrides for tests: where log lines go, and a CA shared by several in-process ztunnels. */
   logDestination?: NodeJS.WritableStream;
   ca?: CertificateAuthority;
+  /** Where workload certificates come from (e.g. istiod's CA: xds/ca-client.ts); default the built-in CA. */
+  certificateSource?: CertificateSource;
   /** How often open connections' byte counts reach the metrics (default 5 s). */
   byteFlushIntervalMs?: number;
   /** xDS reconnect backoff bounds (tests shorten them; default 1 s doubling to 30 s). */
@@ -78,7 +84,6 @@ export class App {
   private reloadTimer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
   private bound: BoundPorts | undefined;
-  private readonly ca: CertificateAuthority;
   /** The loop guard: upstream's fixed ports plus whatever we actually bound. */
   private readonly illegalPorts = new Set<number>();
   private markStopped: () => void = () => undefined;
@@ -103,9 +108,8 @@ export class App {
       ...(opts.logDestination ? { destination: opts.logDestination } : {}),
       ...(opts.byteFlushIntervalMs ? { byteFlushIntervalMs: opts.byteFlushIntervalMs } : {}),
     });
-    this.ca = opts.ca ?? this.loadCa();
-    this.secrets = new SecretManager(this.ca, {
-      onRenewalError: (id, err) => this.telemetry.log.warn({ scope: 'identity', identity: id, error: errorMessage(err) }, 'certificate renewal failed'),
+    this.secrets = new SecretManager(opts.certificateSource ?? this.istiodCa() ?? new LocalCaSource(opts.ca ?? this.loadCa()), {
+      onRenewalError: (id, err) => this.telemetry.log.warn({ scope: 'identity', identity: id, error: errorMessage(err) }, 'certificate issuance failed'),
     });
     if (config.xds) {
       for (const task of Object.values(XDS_READINESS_TASKS)) this.readiness.pending(task);
@@ -127,6 +131,8 @@ export class App {
       this.view = this.buildView(this.loadLocalConfig());
     }
     this.readiness.ready('state manager');
+    // Certificates of the local workloads are fetched ahead of their first connection.
+    for (const id of this.localIdentities()) this.secrets.prefetch(id);
     const app = this;
     this.ctx = {
       config,
@@ -156,10 +162,25 @@ export class App {
         const w = findLocalWorkloadByIp(this.ctx, ip);
         return w ? spiffeIdOfWorkload(w) : undefined;
       },
-      tlsFor: (identity) => this.secrets.getTlsOptions(identity),
+      tlsFor: (identity) => this.secrets.peekTlsOptions(identity) ?? this.secrets.fetch(identity),
       onStream: (stream, headers, peer) => this.inbound.handleStream(stream, headers, peer),
       onRejected: ({ peerAddr, localAddr, reason, peerIdentity }) =>
         this.telemetry.earlyDeny('inbound', peerAddr, localAddr, reason, peerIdentity ? { 'src.identity': peerIdentity } : undefined),
+    });
+  }
+
+  /** istiod's CA when config.ca is set (CA_ADDRESS, or the xDS address without FAKE_CA / LOCAL_CA_*). */
+  private istiodCa(): CertificateSource | undefined {
+    const c = this.config;
+    if (c.ca === undefined) return undefined;
+    return new IstioCaClient({
+      address: c.ca.address,
+      tls: { ca: readRootCa(c.ca.rootCa, 'CA_ROOT_CA'), serverName: c.ca.altHostname },
+      token: tokenReader(c.authToken, (m) => this.telemetry.log.warn({ scope: 'identity' }, m)),
+      ownIdentity: ownIdentity(c),
+      clusterId: c.clusterId,
+      headers: c.ca.headers,
+      validitySeconds: Math.round(c.secretTtlMs / 1000),
     });
   }
 
@@ -333,6 +354,8 @@ export class App {
   /** One Address response from istiod was applied to the store. */
   private onXdsAddresses(change: AddressChange): void {
     if (change.removedOrMovedUids.length > 0) this.pruneRemovedWorkloads();
+    // New local workloads: their certificates are fetched before their first connection.
+    for (const w of change.upsertedWorkloads) if (isLocalWorkload(this.config, w)) this.secrets.prefetch(spiffeIdOfWorkload(w));
     // A local workload's authorizationPolicies (WorkloadSelector policies) may have changed.
     if (change.upsertedWorkloads.some((w) => isLocalWorkload(this.config, w))) this.reauthorize();
   }
@@ -362,6 +385,7 @@ export class App {
     );
     const keep = this.localIdentities();
     const dropped = this.secrets.retainOnly(keep);
+    for (const id of keep) this.secrets.prefetch(id);
     this.hboneServer.retainIdentities(keep);
     if (closed || dropped.length) {
       this.telemetry.log.info({ scope: 'config', closed, identities: dropped.join(',') }, 'removed workloads: connections closed, certificates dropped');

@@ -44,6 +44,7 @@ export const ERROR_CATALOGUE = {
     summary: 'the peer ztunnel did not answer recently; failing fast until the next attempt',
   },
   ZT_ERR_TLS_HANDSHAKE: { responseFlag: 'TLS_FAILURE', hboneStatus: 503, summary: 'TLS handshake failed' },
+  ZT_ERR_IDENTITY_UNAVAILABLE: { responseFlag: 'IDENTITY_ERROR', hboneStatus: 503, summary: 'no usable certificate for the local identity (its CA failed or has not answered yet)' },
   ZT_ERR_IDENTITY_MISMATCH: { responseFlag: 'IDENTITY_ERROR', hboneStatus: 503, summary: 'peer identity is not one of the expected identities' },
   ZT_ERR_H2: { responseFlag: 'H2_HANDSHAKE_FAILURE', hboneStatus: 503, summary: 'HTTP/2 failure' },
   ZT_ERR_HBONE_STATUS: { responseFlag: 'CONNECT', hboneStatus: 503, summary: 'HBONE CONNECT was refused' },

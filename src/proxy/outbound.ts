@@ -4,6 +4,9 @@
 // (route/outbound-route.ts), then do I/O: HBONE through the pool, plain TCP, or
 // passthrough; HBONE to a workload this same ztunnel serves is handed to the inbound
 // side in process (the node's routing would not bring it back to us).
+// The source identity's certificate: SecretManager's synchronous fast path when held, else
+// its (shared) fetch is awaited; failing that, the connection fails with
+// ZT_ERR_IDENTITY_UNAVAILABLE.
 // Outbound is never authorized by policy; the receiving side enforces it.
 import type http2 from 'node:http2';
 import type net from 'node:net';
@@ -186,7 +189,8 @@ export class OutboundProxy {
         const stream: http2.ClientHttp2Stream = await this.pool.connect(
           {
             sourceIdentity: identity,
-            tls: ctx.secrets.getTlsOptions(identity),
+            // Held certificate: no promise; else wait for the one in-flight issuance.
+            tls: ctx.secrets.peekTlsOptions(identity) ?? (await ctx.secrets.fetch(identity)),
             expectedIdentities: route.expectedIdentities,
             dst: route.actualDst,
             sourceIp: spoofIp,

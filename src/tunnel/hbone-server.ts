@@ -3,6 +3,10 @@
 // not SNI: clients send none), client certificate required and its trust domain equal
 // to ours, ALPN h2, then an HTTP/2 server whose streams are handed to onStream.
 // What a stream means (authorize, connect the app, answer) is proxy/inbound.ts's job.
+// Certificates come from `tlsFor`: synchronously when the identity's is held (the usual case,
+// no promise per connection), else a promise (issuance in flight): the socket waits, unread,
+// at most the handshake timeout, then is closed with a logged reason (onRejected). A rotated
+// certificate replaces the identity's SecureContext for new handshakes; open sessions go on.
 // Invariant: no HTTP/2 byte is read from a peer whose certificate failed any check.
 //
 // HTTP/2 abuse (each case is exercised by test/integration/h2-abuse.test.ts with an
@@ -33,6 +37,14 @@ import { checkClientTrustDomain, peerIdentityOf } from '../identity/verify.js';
 import { canonicalIp, formatHostPort } from '../util/ip.js';
 import { type H2Tuning, h2Settings, raiseConnectionWindow, startKeepalive } from './h2-settings.js';
 
+export interface TlsCreds {
+  key: string;
+  /** The chain, leaf first. */
+  cert: string;
+  /** The roots peers' certificates are verified against. */
+  ca: string;
+}
+
 /** Who is on the other end of one HBONE connection, proven by TLS. */
 export interface HbonePeer {
   localIp: string;
@@ -48,8 +60,11 @@ export interface HboneServerOptions {
   trustDomain: string;
   /** The identity (spiffe://…) of the local workload at this IP, or undefined when none lives here. */
   identityFor: (localIp: string) => string | undefined;
-  /** The TLS key/cert/roots of a local identity. */
-  tlsFor: (identity: string) => { key: string; cert: string; ca: string };
+  /**
+   * The TLS key/cert chain/roots of a local identity: the value when it is at hand, a promise
+   * while it is being fetched (rejects when it cannot be had).
+   */
+  tlsFor: (identity: string) => TlsCreds | Promise<TlsCreds>;
   onStream: (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, peer: HbonePeer) => void;
   /**
    * A connection refused before HTTP/2 (unknown local IP, TLS failure, trust domain), or an
@@ -158,6 +173,7 @@ export class EarlyResetWindow {
 interface IdentityServer {
   server: http2.Http2SecureServer;
   cert: string;
+  ca: string;
 }
 
 /**
@@ -202,14 +218,14 @@ export class HboneServer {
     });
   }
 
-  private serverFor(identity: string): http2.Http2SecureServer {
-    const creds = this.opts.tlsFor(identity);
+  private serverFor(identity: string, creds: TlsCreds): http2.Http2SecureServer {
     const existing = this.servers.get(identity);
     if (existing) {
-      // Renewed certificate: swap the context for new handshakes.
-      if (existing.cert !== creds.cert) {
-        existing.server.setSecureContext({ key: creds.key, cert: creds.cert, ca: creds.ca });
+      // Renewed certificate (or roots): swap the context for new handshakes.
+      if (existing.cert !== creds.cert || existing.ca !== creds.ca) {
+        existing.server.setSecureContext({ key: creds.key, cert: creds.cert, ca: creds.ca, minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' });
         existing.cert = creds.cert;
+        existing.ca = creds.ca;
       }
       return existing.server;
     }
@@ -261,7 +277,7 @@ export class HboneServer {
       // RST_STREAM or a dying session would otherwise crash the process).
       stream.on('error', () => undefined);
     });
-    this.servers.set(identity, { server, cert: creds.cert });
+    this.servers.set(identity, { server, cert: creds.cert, ca: creds.ca });
     return server;
   }
 
@@ -371,9 +387,25 @@ export class HboneServer {
       return;
     }
     socket.setNoDelay(true);
+    let creds: TlsCreds | Promise<TlsCreds>;
+    try {
+      creds = this.opts.tlsFor(identity);
+    } catch (err) {
+      this.reject(conn, `no certificate for ${identity}: ${(err as Error).message}`);
+      socket.destroy();
+      return;
+    }
+    if (!(creds instanceof Promise)) {
+      this.handOver(socket, conn, identity, creds);
+      return;
+    }
+    this.awaitCreds(socket, conn, localIp, identity, creds);
+  }
+
+  private handOver(socket: net.Socket, conn: ConnInfo, identity: string, creds: TlsCreds): void {
     let server: http2.Http2SecureServer;
     try {
-      server = this.serverFor(identity);
+      server = this.serverFor(identity, creds);
     } catch (err) {
       this.reject(conn, `no certificate for ${identity}: ${(err as Error).message}`);
       socket.destroy();
@@ -381,6 +413,44 @@ export class HboneServer {
     }
     this.conns.set(socket, conn);
     server.emit('connection', socket);
+  }
+
+  /**
+   * The identity's certificate is being fetched: the socket waits (its ClientHello stays in
+   * its buffer, read by TLS once handed over) at most the handshake timeout.
+   */
+  private awaitCreds(socket: net.Socket, conn: ConnInfo, localIp: string, identity: string, pending: Promise<TlsCreds>): void {
+    const timeoutMs = this.opts.handshakeTimeoutMs ?? 10_000;
+    let settled = false;
+    const finish = (): boolean => {
+      if (settled) return false;
+      settled = true;
+      clearTimeout(timer);
+      socket.removeListener('error', onError);
+      socket.removeListener('close', onClose);
+      return true;
+    };
+    const fail = (reason: string): void => {
+      if (!finish()) return;
+      this.reject(conn, reason);
+      socket.destroy();
+    };
+    const onError = (): void => undefined;
+    const onClose = (): void => fail(`peer closed while the certificate for ${identity} was being fetched`);
+    const timer = setTimeout(() => fail(`certificate for ${identity} not ready within the handshake timeout (${timeoutMs} ms)`), timeoutMs);
+    socket.on('error', onError);
+    socket.once('close', onClose);
+    pending.then(
+      (creds) => {
+        if (settled || socket.destroyed) return;
+        // The workload may have left, or the server started draining, while we waited.
+        if (this.draining) return fail('draining');
+        if (this.opts.identityFor(localIp) !== identity) return fail(`workload ${identity} left ${localIp} while its certificate was being fetched`);
+        finish();
+        this.handOver(socket, conn, identity, creds);
+      },
+      (err: unknown) => fail(`no certificate for ${identity}: ${err instanceof Error ? err.message : String(err)}`),
+    );
   }
 
   /**

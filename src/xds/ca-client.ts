@@ -4,10 +4,13 @@
 // the answer is the chain, leaf first, and the root last. When the identity is a workload's
 // rather than ztunnel's own, the request carries `ImpersonatedIdentity` in its metadata, as
 // upstream does (https://github.com/istio/ztunnel/blob/master/src/identity/caclient.rs).
-// Standalone: not wired into SecretManager yet (rotation and retries belong there).
+// It is a CertificateSource (src/identity/cert-source.ts): `issue()` checks the answer (the leaf
+// names the identity and matches our key) and reads its validity; SecretManager does the caching,
+// rotation at half-life and retries with backoff.
 // Must never: log or return the private key anywhere but in the result's keyPem.
 import { ChannelCredentials, Client, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { ZtError, errorMessage } from '../errors.js';
+import { issuedFromPem, type CertificateSource, type IssuedIdentity } from '../identity/cert-source.js';
 import { createCsr } from '../identity/x509.js';
 import { CREATE_CERTIFICATE_METHOD_PATH, IstioCertificateRequestCodec, IstioCertificateResponseCodec, structFromJson } from './protos.js';
 import type { WireIstioCertificateRequest, WireIstioCertificateResponse, WireInit } from './wire-types.js';
@@ -21,8 +24,12 @@ export interface CaClientOptions {
   /** ztunnel's own identity: requests for any other identity impersonate it. */
   ownIdentity?: string | undefined;
   clusterId?: string | undefined;
+  /** Extra request metadata (CA_HEADER_<name>), names lower-cased. */
+  headers?: Readonly<Record<string, string>> | undefined;
   /** Per-call deadline (default 10 s). */
   timeoutMs?: number | undefined;
+  /** Lifetime asked for by issue() (default 86 400 s, upstream's SECRET_TTL); istiod may shorten it. */
+  validitySeconds?: number | undefined;
 }
 
 export interface IssuedByCa {
@@ -33,12 +40,20 @@ export interface IssuedByCa {
   rootPem: string;
 }
 
-export class IstioCaClient {
+export class IstioCaClient implements CertificateSource {
+  readonly name: string;
   private readonly o: CaClientOptions;
   private client: Client | undefined;
 
   constructor(o: CaClientOptions) {
     this.o = o;
+    this.name = `istiod CA at ${o.address}`;
+  }
+
+  /** CertificateSource: one CreateCertificate round trip, the answer checked and summarized. */
+  async issue(identity: string): Promise<IssuedIdentity> {
+    const got = await this.requestCertificate(identity, this.o.validitySeconds ?? 86_400);
+    return issuedFromPem({ identity, keyPem: got.keyPem, chain: got.certChainPem, roots: [got.rootPem], from: this.name });
   }
 
   /** One CreateCertificate round trip for `identity`; rejects with a ZtError naming the cause. */
@@ -77,6 +92,7 @@ export class IstioCaClient {
       md.set('authorization', `Bearer ${token.trim()}`);
       if (this.o.clusterId !== undefined) md.set('clusterid', this.o.clusterId);
     }
+    for (const [k, v] of Object.entries(this.o.headers ?? {})) md.set(k.toLowerCase(), v);
     const deadline = Date.now() + (this.o.timeoutMs ?? 10_000);
     return new Promise((resolve, reject) => {
       this.channel().makeUnaryRequest(

@@ -21,6 +21,7 @@ const CLIENT_ID = 'spiffe://cluster.local/ns/default/sa/client';
 const ca = CertificateAuthority.generate({ commonName: 'pool-faults root' });
 const secrets = new SecretManager(ca);
 t.teardown(() => secrets.close());
+const clientTls = await secrets.fetch(CLIENT_ID);
 const serverCert = ca.issueWorkloadCertificate(SERVER_ID);
 
 type Mode = 'echo' | 'never';
@@ -122,7 +123,7 @@ async function startPeer(t: Test): Promise<Peer> {
 function targetOf(port: number): HboneTarget {
   return {
     sourceIdentity: CLIENT_ID,
-    tls: secrets.getTlsOptions(CLIENT_ID),
+    tls: clientTls,
     expectedIdentities: [SERVER_ID],
     dst: { ip: '127.0.0.1', port },
     sourceIp: undefined,
@@ -345,7 +346,7 @@ t.test('TLS contexts: one per identity, replaced when the certificate changes', 
   t.equal(built, 1, 'the three sessions share one TLS context');
   t.equal(pool.secureContexts.size, 1);
   const cache = new SecureContextCache();
-  const creds = secrets.getTlsOptions(CLIENT_ID);
+  const creds = clientTls;
   const c1 = cache.get(CLIENT_ID, creds);
   t.equal(cache.get(CLIENT_ID, { ...creds }), c1, 'same certificate: same context');
   const renewed = ca.issueWorkloadCertificate(CLIENT_ID);

@@ -11,6 +11,7 @@ import * as tls from 'node:tls';
 import { ZtError } from '../../src/errors.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { runCaCreate } from '../../src/identity/ca-cli.js';
+import { LocalCaSource, issuedFromPem, type CertificateSource, type IssuedIdentity } from '../../src/identity/cert-source.js';
 import { SecretManager } from '../../src/identity/secret-manager.js';
 import { formatSpiffeId, parseSpiffeId, spiffeIdOfWorkload } from '../../src/identity/spiffe.js';
 import {
@@ -30,6 +31,7 @@ import {
   uriSanExtension,
   x509,
 } from '../../src/identity/x509.js';
+import { within } from '../helpers/within.js';
 
 const SERVER_ID = 'spiffe://cluster.local/ns/default/sa/server';
 const CLIENT_ID = 'spiffe://cluster.local/ns/default/sa/client';
@@ -364,7 +366,7 @@ async function handshake(
 t.test('mutual TLS 1.3 between two workloads of one CA', async (t) => {
   const sm = new SecretManager(ca);
   t.teardown(() => sm.close());
-  const ok = await handshake(t, sm.getTlsOptions(SERVER_ID), sm.getTlsOptions(CLIENT_ID), (cert) =>
+  const ok = await handshake(t, await sm.fetch(SERVER_ID), await sm.fetch(CLIENT_ID), (cert) =>
     checkServerIdentity([SERVER_ID], cert),
   );
   t.equal(ok.clientError, undefined);
@@ -374,14 +376,14 @@ t.test('mutual TLS 1.3 between two workloads of one CA', async (t) => {
   t.same(uriSansOf(ok.serverPeer!), [CLIENT_ID], 'SANs from a tls.PeerCertificate');
   t.equal(checkClientTrustDomain('cluster.local', ok.serverPeer), undefined);
 
-  const wrong = await handshake(t, sm.getTlsOptions(SERVER_ID), sm.getTlsOptions(CLIENT_ID), (cert) =>
+  const wrong = await handshake(t, await sm.fetch(SERVER_ID), await sm.fetch(CLIENT_ID), (cert) =>
     checkServerIdentity(['spiffe://cluster.local/ns/default/sa/someone-else'], cert),
   );
   t.type(wrong.clientError, ZtError, 'client aborts on identity mismatch');
   t.equal((wrong.clientError as ZtError).code, 'ZT_ERR_IDENTITY_MISMATCH');
   t.equal(wrong.clientReceived, '');
 
-  const viaContext = await handshake(t, { secureContext: sm.getSecureContext(SERVER_ID) }, sm.getTlsOptions(CLIENT_ID), (cert) =>
+  const viaContext = await handshake(t, { secureContext: sm.secureContext(SERVER_ID)! }, await sm.fetch(CLIENT_ID), (cert) =>
     checkServerIdentity([SERVER_ID], cert),
   );
   t.equal(viaContext.clientError, undefined);
@@ -393,7 +395,7 @@ t.test('client from another trust domain of the same root', async (t) => {
   const sm = new SecretManager(ca);
   t.teardown(() => sm.close());
   const foreign = 'spiffe://other.local/ns/default/sa/x';
-  const r = await handshake(t, sm.getTlsOptions(SERVER_ID), sm.getTlsOptions(foreign), (cert) =>
+  const r = await handshake(t, await sm.fetch(SERVER_ID), await sm.fetch(foreign), (cert) =>
     checkServerIdentity([SERVER_ID], cert),
   );
   t.equal(peerIdentityOf(r.serverPeer), foreign, 'chain is valid, so TLS alone accepts it');
@@ -410,8 +412,8 @@ t.test('certificates from a different root fail the handshake', async (t) => {
     otherSm.close();
   });
   // Client presents a cert of the other root (but trusts ours): the server must refuse it.
-  const client = { ...otherSm.getTlsOptions(CLIENT_ID), ca: ca.rootCertPem };
-  const r1 = await handshake(t, sm.getTlsOptions(SERVER_ID), client, (cert) => checkServerIdentity([SERVER_ID], cert));
+  const client = { ...await otherSm.fetch(CLIENT_ID), ca: ca.rootCertPem };
+  const r1 = await handshake(t, await sm.fetch(SERVER_ID), client, (cert) => checkServerIdentity([SERVER_ID], cert));
   // Node's server drops the connection (no alert) when rejectUnauthorized fails on the client
   // cert, so the error is a generic hang-up; what matters is that no secure session came up.
   t.ok(r1.serverError, 'server reports a client error');
@@ -420,7 +422,7 @@ t.test('certificates from a different root fail the handshake', async (t) => {
 
   // Server presents a cert of the other root: the client must refuse it before any check of ours.
   let checked = false;
-  const r2 = await handshake(t, { ...otherSm.getTlsOptions(SERVER_ID), ca: ca.rootCertPem }, sm.getTlsOptions(CLIENT_ID), () => {
+  const r2 = await handshake(t, { ...await otherSm.fetch(SERVER_ID), ca: ca.rootCertPem }, await sm.fetch(CLIENT_ID), () => {
     checked = true;
     return undefined;
   });
@@ -479,16 +481,17 @@ t.test('secret manager', async (t) => {
   let now = Date.now();
   const sm = new SecretManager(ca, { now: () => now });
   t.teardown(() => sm.close());
-  const first = sm.getTlsOptions(SERVER_ID);
-  const again = sm.getTlsOptions(SERVER_ID);
+  t.equal(sm.peekTlsOptions(SERVER_ID), undefined, 'nothing held before the first fetch');
+  const first = await sm.fetch(SERVER_ID);
+  t.equal(sm.peekTlsOptions(SERVER_ID), first, 'the fast path hands out the same object');
+  t.equal(await sm.fetch(SERVER_ID), first, 'cached');
   const serialOf = (pem: string): string => new X509Certificate(pem).serialNumber.toUpperCase();
-  t.equal(serialOf(again.cert), serialOf(first.cert), 'cached');
-  t.equal(again.key, first.key);
-  t.equal(first.ca, ca.rootCertPem);
-  t.equal(sm.getSecureContext(SERVER_ID), sm.getSecureContext(SERVER_ID), 'context cached');
-  sm.getTlsOptions(CLIENT_ID);
+  t.equal(first.ca, ca.rootCertPem, 'the roots come from the source');
+  t.equal(sm.secureContext(SERVER_ID), sm.secureContext(SERVER_ID), 'context cached');
+  t.equal(sm.secureContext(CLIENT_ID), undefined, 'no context for an identity not fetched');
+  await sm.fetch(CLIENT_ID);
 
-  const dump = sm.dump() as { identity: string; state: string; certChain: { pem: string; serialNumber: string; validFrom: string; expirationTime: string }[]; rootCerts: { pem: string }[] }[];
+  const dump = sm.dump();
   t.same(
     dump.map((d) => d.identity),
     [CLIENT_ID, SERVER_ID],
@@ -498,6 +501,7 @@ t.test('secret manager', async (t) => {
   t.notMatch(text, /PRIVATE KEY/);
   const server = dump[1]!;
   t.equal(server.state, 'Available');
+  t.equal(server.error, undefined);
   const pem = Buffer.from(server.certChain[0]!.pem, 'base64').toString();
   t.equal(pem, first.cert);
   t.notMatch(pem + Buffer.from(server.rootCerts[0]!.pem, 'base64').toString(), /PRIVATE KEY/);
@@ -506,19 +510,22 @@ t.test('secret manager', async (t) => {
   t.match(server.certChain[0]!.validFrom, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
   t.equal(Date.parse(server.certChain[0]!.expirationTime), Date.parse(new X509Certificate(first.cert).validTo));
 
-  // Past half-life the next request gets a new certificate.
+  // Past half-life the still-valid certificate keeps being served while its renewal runs.
   now += 12 * 3600_000 + 1000;
-  const renewed = sm.getTlsOptions(SERVER_ID);
+  t.equal(sm.peekTlsOptions(SERVER_ID), first, 'still valid: served while renewing');
+  await waitFor(() => sm.peekTlsOptions(SERVER_ID) !== first, 5000, 'renewal');
+  const renewed = sm.peekTlsOptions(SERVER_ID)!;
   t.not(serialOf(renewed.cert), serialOf(first.cert), 'renewed at half-life');
-  t.not(sm.getSecureContext(SERVER_ID), undefined);
+  t.not(sm.secureContext(SERVER_ID), undefined);
 
   sm.forget(SERVER_ID);
   t.same(
-    sm.dump().map((d) => (d as { identity: string }).identity),
+    sm.dump().map((d) => d.identity),
     [CLIENT_ID],
   );
   t.equal(sm.findCertificate(SERVER_ID), undefined);
-  t.not(serialOf(sm.getTlsOptions(SERVER_ID).cert), serialOf(renewed.cert), 'forgotten identity is reissued');
+  t.equal(sm.peekTlsOptions(SERVER_ID), undefined, 'forgotten: nothing handed out');
+  t.not(serialOf((await sm.fetch(SERVER_ID)).cert), serialOf(renewed.cert), 'forgotten identity is reissued');
   t.notOk('keyPem' in (sm.findCertificate(SERVER_ID) ?? {}), 'summary carries no key');
   t.throws(() => new SecretManager(ca, { validityMs: 10 }), { code: 'ZT_ERR_CONFIG_INVALID' });
 });
@@ -526,7 +533,7 @@ t.test('secret manager', async (t) => {
 t.test('secret manager renews in the background at half-life', async (t) => {
   const sm = new SecretManager(ca, { validityMs: 2000 });
   t.teardown(() => sm.close());
-  sm.getTlsOptions(SERVER_ID);
+  await sm.fetch(SERVER_ID);
   const before = sm.findCertificate(SERVER_ID)!.serialHex;
   await new Promise((r) => setTimeout(r, 1300));
   const after = sm.findCertificate(SERVER_ID)!.serialHex;
@@ -535,6 +542,126 @@ t.test('secret manager renews in the background at half-life', async (t) => {
   await new Promise((r) => setTimeout(r, 1200));
   t.equal(sm.findCertificate(SERVER_ID)!.serialHex, after, 'no renewal after close');
 });
+
+/** A source the test drives: each issue() waits for the gate (if closed) and fails while `failing`. */
+class ControlledSource implements CertificateSource {
+  readonly name = 'test source';
+  calls = 0;
+  failing = false;
+  #gate: Promise<void> | undefined;
+  #open: () => void = () => undefined;
+  readonly #inner: LocalCaSource;
+  constructor(now: () => number) {
+    this.#inner = new LocalCaSource(ca, { validityMs: 60_000, now });
+  }
+  hold(): void {
+    this.#gate = new Promise((r) => (this.#open = r));
+  }
+  release(): void {
+    this.#open();
+    this.#gate = undefined;
+  }
+  async issue(identity: string): Promise<IssuedIdentity> {
+    this.calls += 1;
+    if (this.#gate) await this.#gate;
+    if (this.failing) throw new Error(`CA down (call ${this.calls})`);
+    return this.#inner.issue(identity);
+  }
+}
+
+t.test('concurrent fetches of one identity share one issuance', async (t) => {
+  const source = new ControlledSource(Date.now);
+  const sm = new SecretManager(source);
+  t.teardown(() => sm.close());
+  source.hold();
+  sm.prefetch(SERVER_ID);
+  const waiting = [sm.fetch(SERVER_ID), sm.fetch(SERVER_ID), sm.fetch(SERVER_ID), sm.fetch(SERVER_ID)];
+  sm.prefetch(SERVER_ID);
+  await new Promise((r) => setImmediate(r));
+  t.equal(source.calls, 1, 'one request in flight for five callers');
+  t.equal(sm.state(SERVER_ID), 'Initializing');
+  t.equal(sm.peekTlsOptions(SERVER_ID), undefined, 'nothing to hand out yet');
+  t.same(sm.dump()[0], { identity: SERVER_ID, state: 'Initializing', certChain: [], rootCerts: [] });
+  source.release();
+  const got = await within(5000, Promise.all(waiting), 'the shared issuance');
+  t.ok(got.every((g) => g === got[0]), 'every caller got the same certificate');
+  t.equal(sm.peekTlsOptions(SERVER_ID), got[0]);
+  t.equal(sm.state(SERVER_ID), 'Available');
+  await sm.fetch(SERVER_ID);
+  t.equal(source.calls, 1, 'still one request');
+});
+
+t.test('a failing source: backoff retries, the old certificate served until it expires, never after', async (t) => {
+  let now = Date.now();
+  const source = new ControlledSource(() => now);
+  const errors: { at: number; message: string }[] = [];
+  const sm = new SecretManager(source, {
+    now: () => now,
+    retryInitialMs: 200,
+    random: () => 0.5,
+    onRenewalError: (_id, err) => errors.push({ at: Date.now(), message: (err as Error).message }),
+  });
+  t.teardown(() => sm.close());
+  const old = await sm.fetch(SERVER_ID);
+  const oldNotAfter = sm.findCertificate(SERVER_ID)!.notAfter.getTime();
+  source.failing = true;
+  now += 40_000; // past half-life (60 s lifetime), before expiry
+  t.equal(sm.peekTlsOptions(SERVER_ID), old, 'renewal due: the old certificate is still served');
+  await waitFor(() => errors.length >= 3, 10_000, 'three failed attempts');
+  // Delays with random 0.5: 150, 300, 600 ms (doubling). Timers never fire early, so the
+  // second and third attempts are at least 300 + ... apart; a fixed delay would give 150.
+  t.ok(errors[2]!.at - errors[1]!.at >= 280, `the delay grows (${errors[1]!.at - errors[0]!.at} ms, then ${errors[2]!.at - errors[1]!.at} ms)`);
+  t.match(errors[0]!.message, /no certificate for .* from test source: CA down/);
+  t.equal(sm.peekTlsOptions(SERVER_ID), old, 'still served while retries fail');
+  t.equal(await sm.fetch(SERVER_ID), old);
+  t.equal(sm.state(SERVER_ID), 'Available');
+  t.match(sm.dump()[0]?.error, /CA down/, 'the last error is in the dump');
+
+  now = oldNotAfter + 1; // expired
+  t.equal(sm.peekTlsOptions(SERVER_ID), undefined, 'an expired certificate is never handed out');
+  t.equal(sm.secureContext(SERVER_ID), undefined);
+  t.equal(sm.state(SERVER_ID), 'Unavailable');
+  const callsBefore = source.calls;
+  const err = await sm.fetch(SERVER_ID).then(() => undefined, (e: ZtError) => e);
+  t.equal(err?.code, 'ZT_ERR_IDENTITY_UNAVAILABLE', 'callers fail fast with the last error');
+  t.equal(source.calls, callsBefore, 'without a request of their own');
+  const dumped = sm.dump()[0]!;
+  t.equal(dumped.state, 'Unavailable');
+  t.same(dumped.certChain, [], 'no expired chain in the dump');
+  t.match(dumped.error, /CA down/);
+
+  source.failing = false;
+  await waitFor(() => sm.peekTlsOptions(SERVER_ID) !== undefined, 10_000, 'the next retry');
+  const fresh = sm.peekTlsOptions(SERVER_ID)!;
+  t.not(fresh.cert, old.cert, 'a new certificate once the source recovers');
+  t.equal(sm.state(SERVER_ID), 'Available');
+  t.equal(sm.dump()[0]?.error, undefined, 'error cleared');
+});
+
+t.test('issuedFromPem refuses a leaf for another identity or another key', async (t) => {
+  const leaf = ca.issueWorkloadCertificate(SERVER_ID);
+  const other = ca.issueWorkloadCertificate(CLIENT_ID);
+  const base = { identity: SERVER_ID, keyPem: leaf.keyPem, chain: [leaf.certPem], roots: [ca.rootCertPem], from: 'test CA' };
+  const ok = issuedFromPem(base);
+  t.equal(ok.serialHex, leaf.serialHex);
+  t.equal(ok.notAfter.getTime(), leaf.notAfter.getTime());
+  t.throws(() => issuedFromPem({ ...base, identity: CLIENT_ID }), { code: 'ZT_ERR_IDENTITY_UNAVAILABLE', message: /test CA answered an unusable certificate .* the leaf names/ });
+  t.throws(() => issuedFromPem({ ...base, keyPem: other.keyPem }), { message: /does not match our key/ });
+  t.throws(() => issuedFromPem({ ...base, roots: [] }), { message: /no root/ });
+});
+
+/** Polls `cond` every 20 ms; rejects naming `what` after `ms`. */
+function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const until = Date.now() + ms;
+  return new Promise((resolve, reject) => {
+    const tick = (): void => {
+      if (cond()) resolve();
+      else if (Date.now() > until) reject(new Error(`timed out after ${ms} ms waiting for ${what}`));
+      else setTimeout(tick, 20);
+    };
+    tick();
+  });
+}
 
 t.test('ca create', async (t) => {
   const dir = join(tempDir(t), 'out');
