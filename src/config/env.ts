@@ -334,7 +334,8 @@ function readTokenSource(env: Env): TokenSource {
  * The control plane: XDS_ADDRESS if set (an empty value disables xDS, as upstream); unset with
  * a local config → none; unset without one → istiod (in a cluster) or localhost:15012.
  * The CA: CA_ADDRESS if set; else, when xDS is on and no built-in CA was asked for, the xDS
- * address (with CA_ROOT_CA, default the same root file); else the built-in CA.
+ * address; else the built-in CA. CA_ROOT_CA defaults to XDS_ROOT_CA's value (upstream defaults
+ * both to the same file; one root set for both is what users expect).
  */
 function buildControlPlane(env: Env, hasLocalConfig: boolean, builtinCa: boolean): { xds: Config['xds']; ca: Config['ca'] } {
   const xdsRaw = env[ENV.XDS_ADDRESS];
@@ -359,7 +360,13 @@ function buildControlPlane(env: Env, hasLocalConfig: boolean, builtinCa: boolean
   const ca =
     caAddress === undefined
       ? undefined
-      : { address: caAddress, rootCa: readRootCa(env, ENV.CA_ROOT_CA), altHostname: readString(env, ENV.ALT_CA_HOSTNAME), headers: readHeaders(env, ENV_PREFIX.CA_HEADER) };
+      : {
+          address: caAddress,
+          // One root for both unless told otherwise: CA_ROOT_CA defaults to XDS_ROOT_CA's value.
+          rootCa: findRaw(env, ENV.CA_ROOT_CA) === undefined && xds !== undefined ? xds.rootCa : readRootCa(env, ENV.CA_ROOT_CA),
+          altHostname: readString(env, ENV.ALT_CA_HOSTNAME),
+          headers: readHeaders(env, ENV_PREFIX.CA_HEADER),
+        };
   return { xds, ca };
 }
 

@@ -245,7 +245,7 @@ export class MeshHarness {
             PROXY_MODE: 'node',
             NODE_NAME: node,
             ...(this.o.xds
-              ? { ...this.xdsEnv(), FAKE_CA: 'true', LOCAL_CA_CERT: join(this.caDir, 'ca-cert.pem'), LOCAL_CA_KEY: join(this.caDir, 'ca-key.pem') }
+              ? { ...this.xdsEnv(), POD_NAMESPACE: 'istio-system', SERVICE_ACCOUNT: 'ztunnel', POD_NAME: `ztunnel-${node}` }
               : { LOCAL_XDS_PATH: topo.configPath, LOCAL_CA_CERT: join(this.caDir, 'ca-cert.pem'), LOCAL_CA_KEY: join(this.caDir, 'ca-key.pem') }),
             LOG_FORMAT: 'json',
             ENABLE_ORIG_SRC: 'true',

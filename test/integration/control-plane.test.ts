@@ -4,7 +4,9 @@
 // while the rest applies; a removed workload stops being routable and its connections close;
 // a policy push re-authorizes live connections; a cut stream reconnects with
 // initial_resource_versions while open connections keep flowing; a wrong token or an istiod
-// certificate from another root is refused with one clear log line and retried.
+// certificate from another root is refused with one clear log line and retried. Certificates
+// come from the control plane's CA (CSRs, impersonating each workload) with a 30 s lifetime:
+// they rotate before expiry without breaking an open connection.
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -21,14 +23,17 @@ import { within } from '../helpers/within.js';
 const echo = await startEcho('127.0.2.2');
 t.teardown(() => echo.server.close());
 const mesh: LocalConfig = parseLocalConfig(twoNodeYaml({ echoPort: echo.port }), 'two-node.yaml');
-const cp = await startTestControlPlane(sharedCa);
+const CERT_TTL_MS = 30_000;
+const cp = await startTestControlPlane(sharedCa, { maxCertificateTtlMs: CERT_TTL_MS });
 t.teardown(() => cp.close());
 cp.cp.setMesh(mesh);
 
 const FAST = { xdsBackoffMs: { initial: 100, max: 500 } };
 const xdsEnv = (node: string, extra: Record<string, string> = {}): Record<string, string> => ({
   NODE_NAME: node,
-  FAKE_CA: 'true',
+  POD_NAMESPACE: 'istio-system',
+  SERVICE_ACCOUNT: 'ztunnel',
+  SECRET_TTL: '30s',
   ...cp.env,
   ...extra,
 });
@@ -40,7 +45,13 @@ t.teardown(async () => {
   await b.app.stop();
 });
 
+interface CertDump {
+  identity: string;
+  state: string;
+  certChain: { serialNumber: string; expirationTime: string }[];
+}
 interface XdsDump {
+  certificates: CertDump[];
   xds: { connected: boolean; connects: number; types: { typeUrl: string; resources: number; acks: number; nacks: number; lastNack?: { message: string } }[] };
   workloads: Workload[];
 }
@@ -202,4 +213,24 @@ t.test('an istiod certificate from another root is refused with one clear line a
   t.teardown(() => e.app.stop());
   await eventually(() => e.logs.filter((l) => l.includes('server certificate is not trusted')).length >= 2, 10_000, 'refused twice (retried)');
   t.equal(await ready(e), 503, 'not ready');
+});
+
+t.test('the control plane CA signs the CSRs; 30 s certificates rotate before expiry, open connections unharmed', async (t) => {
+  const serverId = 'spiffe://cluster.local/ns/default/sa/server';
+  const clientId = 'spiffe://cluster.local/ns/default/sa/client';
+  t.ok(cp.cp.issued.some((i) => i.identity === serverId && i.impersonated === serverId), 'B asked for the server identity, impersonating it');
+  t.ok(cp.cp.issued.some((i) => i.identity === clientId && i.impersonated === clientId), 'A asked for the client identity');
+  const certOf = (z: TestZtunnel, id: string): CertDump | undefined => dump(z).certificates.find((c) => c.identity === id);
+  await eventually(() => certOf(b, serverId)?.state === 'Available', 5000, 'B holds the server certificate');
+  const first = certOf(b, serverId)?.certChain[0];
+  const lifetime = Date.parse(first?.expirationTime ?? '') - Date.now();
+  t.ok(lifetime > 0 && lifetime <= CERT_TTL_MS + 1000, `the certificate lives at most 30 s (${Math.round(lifetime / 1000)} s left)`);
+  const conn = await openConnection(a);
+  t.equal(await conn.roundTrip('before-rotation'), 'before-rotation');
+  await eventually(() => certOf(b, serverId)?.certChain[0]?.serialNumber !== first?.serialNumber, CERT_TTL_MS, 'the server certificate rotated');
+  const rotatedAt = Date.now();
+  t.ok(rotatedAt < Date.parse(first?.expirationTime ?? ''), `rotated ${Math.round((Date.parse(first?.expirationTime ?? '') - rotatedAt) / 1000)} s before the old one expired`);
+  t.equal(await conn.roundTrip('after-rotation'), 'after-rotation', 'the open connection keeps flowing');
+  t.equal(await echoThrough(a, '127.10.0.1', 80, 'new-conn'), 'new-conn', 'new connections work with the new certificate');
+  conn.sock.end();
 });

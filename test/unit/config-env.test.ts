@@ -92,6 +92,8 @@ t.test('control plane: xDS address, CA, roots, token, metadata', async (t) => {
   t.equal(load({ LOCAL_XDS: 'workloads: []\n', CA_ADDRESS: '10.0.0.2:15012' }).ca?.address, '10.0.0.2:15012', 'local config + istiod CA');
   t.same(load({ XDS_ROOT_CA: 'SYSTEM' }).xds?.rootCa, { kind: 'system' });
   t.same(load({ XDS_ROOT_CA: './root.pem' }).xds?.rootCa, { kind: 'file', path: './root.pem' });
+  t.same(load({ XDS_ROOT_CA: './root.pem' }).ca?.rootCa, { kind: 'file', path: './root.pem' }, 'CA_ROOT_CA defaults to XDS_ROOT_CA');
+  t.same(load({ XDS_ROOT_CA: './root.pem', CA_ROOT_CA: './ca.pem' }).ca?.rootCa, { kind: 'file', path: './ca.pem' });
   const pem = '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----';
   t.same(load({ CA_ROOT_CA: pem }).ca?.rootCa, { kind: 'pem', pem });
   t.equal(load({ ALT_XDS_HOSTNAME: 'istiod.example' }).xds?.altHostname, 'istiod.example');
