@@ -250,18 +250,20 @@ export const workloadSchema = fields({
 const endpointSchema = fields({ workloadUid: text.optional(), port: portMap.optional(), status: health.default('Healthy') });
 const NO_PORTS: ReadonlyMap<number, number> = new Map();
 
+const endpointOf = (key: string, e: z.output<typeof endpointSchema>) => ({ workloadUid: e.workloadUid ?? key, port: e.port ?? NO_PORTS, status: e.status });
+
 /** workload uid → endpoint; `workloadUid` defaults to, and must equal, the key. */
 const endpointsSchema = z
   .record(text, endpointSchema, { error: expects('a map of workload uid: endpoint') })
   .default({})
-  .transform((o, ctx) => {
-    const out = new Map<string, { workloadUid: string; port: ReadonlyMap<number, number>; status: z.output<typeof health> }>();
+  .transform((o, ctx): ReadonlyMap<string, ReturnType<typeof endpointOf>> => {
+    const out = new Map<string, ReturnType<typeof endpointOf>>();
     for (const [key, e] of Object.entries(o)) {
-      const workloadUid = e.workloadUid ?? key;
-      if (workloadUid !== key) fail(ctx, `'${workloadUid}' differs from its key '${key}'`, { input: workloadUid, path: [key, 'workloadUid'] });
-      out.set(key, { workloadUid, port: e.port ?? NO_PORTS, status: e.status });
+      const endpoint = endpointOf(key, e);
+      if (endpoint.workloadUid !== key) fail(ctx, `'${endpoint.workloadUid}' differs from its key '${key}'`, { input: endpoint.workloadUid, path: [key, 'workloadUid'] });
+      out.set(key, endpoint);
     }
-    return out as ReadonlyMap<string, z.output<typeof endpointSchema> & { workloadUid: string; port: ReadonlyMap<number, number> }>;
+    return out;
   });
 
 /** "network/IP", or a bare IP meaning network "". */
@@ -305,6 +307,8 @@ const STRING_MATCH = 'expected a string match: {Exact: v}, {Prefix: v}, {Suffix:
 const isEmpty = (v: unknown): boolean =>
   v === null || (Array.isArray(v) && v.length === 0) || (typeof v === 'object' && !(v instanceof Tagged) && Object.keys(v).length === 0);
 
+type Valued<K extends string> = { kind: K; value: string };
+
 /** `{Exact: v}` / `{Prefix: v}` / `{Suffix: v}` / `{Presence: []}`, or the tag form `!Exact v`. */
 export const stringMatch = z
   .preprocess(
@@ -334,7 +338,7 @@ export const stringMatch = z
       },
     ),
   )
-  .transform((m) => {
+  .transform((m): Valued<'Exact'> | Valued<'Prefix'> | Valued<'Suffix'> | { kind: 'Presence' } => {
     if (m.Exact !== undefined) return { kind: 'Exact' as const, value: m.Exact };
     if (m.Prefix !== undefined) return { kind: 'Prefix' as const, value: m.Prefix };
     if (m.Suffix !== undefined) return { kind: 'Suffix' as const, value: m.Suffix };
@@ -374,7 +378,7 @@ export const authorizationSchema = fields({
 
 type WorkloadOut = z.output<typeof workloadSchema>;
 type ServiceOut = z.output<typeof serviceSchema>;
-type EndpointOut = ServiceOut['endpoints'] extends ReadonlyMap<string, infer E> ? E : never;
+type EndpointOut = ReturnType<typeof endpointOf>;
 
 /** Cross-record checks (unique uids, services, policies) and the endpoint join. */
 export const localConfigSchema = fields({
@@ -457,14 +461,19 @@ function firstDifference(got: unknown, want: unknown, path: PropertyKey[]): stri
   return `${pathText(path)}: ${show(got)} is not in model form (the schema makes it ${show(want)})`;
 }
 
+/** The key path an issue is reported at: a missing key or a bad map key at its map. */
+export function reportedPath(issue: z.core.$ZodIssue): readonly PropertyKey[] {
+  const missing = (issue.code === 'invalid_type' || issue.code === 'invalid_value') && issue.message.startsWith('missing required key');
+  return missing || issue.code === 'invalid_key' ? issue.path.slice(0, -1) : issue.path;
+}
+
 /** Runs `schema` on a record turned back into its YAML form; the result must be the record itself. */
 function checkModel(schema: z.ZodType, yamlForm: unknown, model: unknown): string | undefined {
   const r = schema.safeParse(yamlForm, { error: problemOf });
   if (!r.success) {
     const issue = r.error.issues[0];
     if (issue === undefined) return 'invalid';
-    const missing = issue.message.startsWith('missing required key');
-    const where = pathText(missing ? issue.path.slice(0, -1) : issue.path);
+    const where = pathText(reportedPath(issue));
     return where === '' ? issue.message : `${where}: ${issue.message}`;
   }
   return firstDifference(model, r.data, []);
