@@ -1,9 +1,13 @@
 // The shapes every layer shares: the effective process Config (from env) and the
 // local config file's records (workloads, services, policies) after validation.
-// Pure types; nothing here reads the environment or the disk.
+// Pure types; nothing here reads the environment or the disk. The local config records are
+// derived from the zod schema in schema.ts (type-only imports: nothing is loaded at run time).
 // Field names follow upstream ztunnel's local config schema (camelCase), see
 // upstream ztunnel's local config (https://github.com/istio/ztunnel/blob/master/examples/localhost.yaml,
 // src/config.rs for the environment).
+
+import type { z } from 'zod';
+import type * as s from './schema.js';
 
 export type ProxyMode = 'node' | 'dedicated';
 export type LogFormat = 'plain' | 'json';
@@ -103,123 +107,24 @@ export interface Ports {
 }
 
 // ---------------------------------------------------------------- local config
+// The model records are derived from the one schema in schema.ts (its output types), so their
+// fields are written once; test/unit/config-schema.test.ts pins each shape at compile time.
 
-export type TunnelProtocol = 'TCP' | 'HBONE';
-export type HealthStatus = 'Healthy' | 'Unhealthy';
+type Out<T extends z.ZodType> = z.output<T>;
 
+export type TunnelProtocol = Out<typeof s.tunnelProtocol>;
+export type HealthStatus = Out<typeof s.health>;
 /** `network/IP` address form or `namespace/hostname` form, plus the HBONE port. */
-export interface GatewayAddress {
-  destination: string;
-  hboneMtlsPort: number;
-}
-
-export interface Locality {
-  region: string;
-  zone: string;
-  subzone: string;
-}
-
+export type GatewayAddress = Out<typeof s.gatewayAddress>;
+export type Locality = Out<typeof s.locality>;
 /** servicePort → targetPort (0 = named port, resolved per endpoint). */
-export type PortMap = ReadonlyMap<number, number>;
-
-export interface Workload {
-  uid: string;
-  name: string;
-  namespace: string;
-  serviceAccount: string; // default "default"
-  trustDomain: string; // default "cluster.local"
-  workloadIps: string[]; // canonical text form (IPv4-mapped IPv6 → IPv4)
-  hostname: string;
-  network: string;
-  protocol: TunnelProtocol; // default TCP
-  networkMode: 'Standard' | 'HostNetwork';
-  node: string;
-  waypoint: GatewayAddress | undefined;
-  networkGateway: GatewayAddress | undefined;
-  nativeTunnel: boolean;
-  applicationTunnel: { protocol: 'NONE' | 'PROXY'; port: number | undefined } | undefined;
-  /** `namespace/name` keys of WorkloadSelector policies that apply to this workload. */
-  authorizationPolicies: string[];
-  status: HealthStatus;
-  clusterId: string;
-  locality: Locality | undefined;
-  workloadName: string;
-  workloadType: string;
-  canonicalName: string;
-  canonicalRevision: string;
-  capacity: number; // default 1
-  /** `namespace/hostname` → servicePort → targetPort. */
-  services: ReadonlyMap<string, PortMap>;
-}
-
-export interface Endpoint {
-  workloadUid: string;
-  port: PortMap;
-  status: HealthStatus;
-}
-
-export interface Service {
-  name: string;
-  namespace: string;
-  hostname: string;
-  vips: { network: string; address: string }[];
-  cidrVips: { network: string; cidr: string }[];
-  ports: PortMap;
-  /** workload uid → endpoint. Filled from workloads' `services` as well as given directly. */
-  endpoints: ReadonlyMap<string, Endpoint>;
-  subjectAltNames: string[];
-  waypoint: GatewayAddress | undefined;
-  loadBalancer:
-    | {
-        routingPreferences: string[];
-        mode: 'Standard' | 'Strict' | 'Failover' | 'Passthrough';
-        healthPolicy: 'OnlyHealthy' | 'AllowAll';
-      }
-    | undefined;
-  ipFamilies: 'Dual' | 'IPv4' | 'IPv6' | undefined;
-  canonical: boolean;
-  visibility: 'Public' | 'Namespace';
-}
-
-export type StringMatch =
-  | { kind: 'Exact'; value: string }
-  | { kind: 'Prefix'; value: string }
-  | { kind: 'Suffix'; value: string }
-  | { kind: 'Presence' };
-
-export interface ServiceAccountMatch {
-  namespace: string;
-  serviceAccount: string;
-}
-
+export type PortMap = Out<typeof s.portMap>;
+export type Workload = Out<typeof s.workloadSchema>;
+export type Service = Out<typeof s.serviceSchema>;
+export type Endpoint = Service['endpoints'] extends ReadonlyMap<string, infer E> ? E : never;
+export type StringMatch = Out<typeof s.stringMatch>;
+export type ServiceAccountMatch = Out<typeof s.serviceAccountMatch>;
 /** One Match: every non-empty group must hold; values inside a group are OR'd. */
-export interface Match {
-  namespaces: StringMatch[];
-  notNamespaces: StringMatch[];
-  principals: StringMatch[];
-  notPrincipals: StringMatch[];
-  serviceAccounts: ServiceAccountMatch[];
-  notServiceAccounts: ServiceAccountMatch[];
-  sourceIps: string[]; // CIDR text, e.g. 10.0.0.0/8 (a bare IP is /32 or /128)
-  notSourceIps: string[];
-  destinationIps: string[];
-  notDestinationIps: string[];
-  destinationPorts: number[];
-  notDestinationPorts: number[];
-}
-
-export interface Authorization {
-  name: string;
-  namespace: string;
-  scope: 'Global' | 'Namespace' | 'WorkloadSelector';
-  action: 'Allow' | 'Deny';
-  dryRun: boolean;
-  /** rules (OR) of clauses (AND) of matches (OR). */
-  rules: Match[][][];
-}
-
-export interface LocalConfig {
-  workloads: Workload[];
-  services: Service[];
-  policies: Authorization[];
-}
+export type Match = Out<typeof s.matchSchema>;
+export type Authorization = Out<typeof s.authorizationSchema>;
+export type LocalConfig = Out<typeof s.localConfigSchema>;
