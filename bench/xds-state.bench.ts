@@ -5,8 +5,16 @@
 // front, outside every timing); each figure is given for the state alone (MeshStore) and for
 // decode + map (src/xds/address-to-model.ts) + state, the work one xDS response costs. For
 // comparison, one ProxyState rebuild of the same mesh (what every change costs today).
-// Run: npm run bench:xds   (about 10 s). Prints a markdown table; touches no network or disk.
+// Then the event loop under load: a loopback TCP echo (1 KiB ping-pong, the stand-in for proxied
+// traffic on the same loop) for a few seconds alone, then with 100 updates per second (decode +
+// map + apply of one Address each, every 10 ms, one in ten a health flip in a 5,000-endpoint
+// service), event-loop delay p99 measured by perf_hooks.monitorEventLoopDelay in both phases.
+// Timings are wall clock; the first response is also given in CPU time (process.cpuUsage),
+// which the other processes of a shared machine disturb less.
+// Run: npm run bench:xds   (about 20 s). Prints a markdown table; no disk, loopback only.
 
+import net from 'node:net';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import { addressBytesToModel } from '../src/xds/address-to-model.js';
@@ -97,7 +105,62 @@ const fmtMs = (ms: number): string => (ms >= 10 ? ms.toFixed(0) : ms >= 1 ? ms.t
 const fmtUs = (ms: number): string => `${(ms * 1000).toFixed(1)} µs`;
 const mb = (bytes: number): string => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 
-function main(): void {
+const cpuMs = (u: NodeJS.CpuUsage): number => (u.user + u.system) / 1000;
+const LOOP_PHASE_MS = 4000;
+
+interface LoopFigures {
+  p99Ms: number;
+  maxMs: number;
+  roundTrips: number;
+  ticks: number;
+}
+
+/**
+ * Runs a 1 KiB ping-pong over a loopback TCP echo for `ms`, calling `tick` every 10 ms if given,
+ * and reports the event-loop delay (monitorEventLoopDelay, 1 ms sampling) over that time.
+ */
+async function loopUnderTraffic(ms: number, tick: (() => void) | undefined): Promise<LoopFigures> {
+  const server = net.createServer((sock) => {
+    sock.on('error', () => sock.destroy()); // the client resets it at the end
+    sock.pipe(sock);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  const client = net.connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => client.once('connect', resolve).once('error', reject));
+  const payload = Buffer.alloc(1024, 7);
+  let roundTrips = 0;
+  let pending = 0;
+  let running = true;
+  client.on('data', (d: Buffer) => {
+    pending -= d.length;
+    if (pending <= 0 && running) {
+      roundTrips++;
+      pending = payload.length;
+      client.write(payload);
+    }
+  });
+  const h = monitorEventLoopDelay({ resolution: 1 });
+  h.enable();
+  pending = payload.length;
+  client.write(payload);
+  let ticks = 0;
+  const timer = tick
+    ? setInterval(() => {
+        tick();
+        ticks++;
+      }, 10)
+    : undefined;
+  await new Promise((resolve) => setTimeout(resolve, ms));
+  running = false;
+  if (timer) clearInterval(timer);
+  h.disable();
+  client.destroy();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return { p99Ms: h.percentile(99) / 1e6, maxMs: h.max / 1e6, roundTrips, ticks };
+}
+
+async function main(): Promise<void> {
   const gc = getGc();
   // ---- encode (not timed)
   const first: Resource[] = [];
@@ -123,13 +186,17 @@ function main(): void {
   const rss0 = process.memoryUsage().rss;
   const heap0 = process.memoryUsage().heapUsed;
   let t0 = performance.now();
+  let cpu0 = process.cpuUsage();
   const firstUpserts = first.map(decode);
   const decodeFirstMs = performance.now() - t0;
+  const decodeFirstCpuMs = cpuMs(process.cpuUsage(cpu0));
   const store = new MeshStore();
   gc(); // the decode's garbage is not the state's cost
   t0 = performance.now();
+  cpu0 = process.cpuUsage();
   store.applyAddresses(firstUpserts, []);
   const applyFirstMs = performance.now() - t0;
+  const applyFirstCpuMs = cpuMs(process.cpuUsage(cpu0));
   if (store.size.workloads !== WORKLOADS || store.size.services !== SERVICES) throw new Error(`store holds ${JSON.stringify(store.size)}`);
   const endpoints = [...store.servicesByKey.values()].reduce((n, s) => n + s.endpoints.size, 0);
   if (endpoints !== WORKLOADS) throw new Error(`joined ${endpoints} endpoints, expected ${WORKLOADS}`);
@@ -187,14 +254,39 @@ function main(): void {
   }
   bigTimes.sort((x, y) => x - y);
 
+  // ---- event-loop delay: loopback echo traffic alone, then with 100 updates/s
+  const bigFlips: Resource[] = [];
+  for (let u = 0; u < 1000; u++) {
+    const k = Math.floor(rnd() * BIG) * SERVICES;
+    bigFlips.push({ name: `Kubernetes//Pod/ns-0/pod-${k}`, bytes: workloadBytes(k, 0, u % 2 === 0) });
+  }
+  const quiet = await loopUnderTraffic(LOOP_PHASE_MS, undefined);
+  let n = 0;
+  const busy = await loopUnderTraffic(LOOP_PHASE_MS, () => {
+    // One update per tick as an xDS response would bring it: decode + map + apply.
+    if (n % 10 === 9) big.applyAddresses([decode(bigFlips[n % bigFlips.length] as Resource)], []);
+    else store.applyAddresses([decode(updates[n % updates.length] as Resource)], []);
+    n++;
+  });
+
   const rows: [string, string, string][] = [
-    [`first response: ${WORKLOADS} workloads + ${SERVICES} services, state only (MeshStore.applyAddresses)`, `${fmtMs(applyFirstMs)} ms`, '< 1 s'],
-    ['first response: decode + map (addressBytesToModel)', `${fmtMs(decodeFirstMs)} ms`, ''],
-    ['first response: decode + map + state', `${fmtMs(decodeFirstMs + applyFirstMs)} ms`, '< 1 s'],
+    [`first response: ${WORKLOADS} workloads + ${SERVICES} services, state only (MeshStore.applyAddresses)`, `${fmtMs(applyFirstMs)} ms (CPU ${fmtMs(applyFirstCpuMs)} ms)`, '< 1 s'],
+    ['first response: decode + map (addressBytesToModel)', `${fmtMs(decodeFirstMs)} ms (CPU ${fmtMs(decodeFirstCpuMs)} ms)`, ''],
+    ['first response: decode + map + state', `${fmtMs(decodeFirstMs + applyFirstMs)} ms (CPU ${fmtMs(decodeFirstCpuMs + applyFirstCpuMs)} ms)`, '< 1 s'],
     [`one update (${UPDATES}, IP or health change), state only: p50 / p99 / max`, `${fmtUs(percentile(applyOnly, 50))} / ${fmtUs(percentile(applyOnly, 99))} / ${fmtUs(applyOnly[applyOnly.length - 1] as number)}`, 'p99 < 1 ms'],
     ['one update, decode + map + state: p50 / p99 / max', `${fmtUs(percentile(endToEnd, 50))} / ${fmtUs(percentile(endToEnd, 99))} / ${fmtUs(endToEnd[endToEnd.length - 1] as number)}`, 'p99 < 1 ms'],
     [`one health change of an endpoint of a ${BIG}-endpoint service (1000), state only: p50 / p99`, `${fmtUs(percentile(bigTimes, 50))} / ${fmtUs(percentile(bigTimes, 99))}`, 'p99 < 1 ms'],
     ['today: one whole ProxyState rebuild of the same mesh (median of 5)', `${fmtMs(percentile(rebuilds, 50))} ms`, ''],
+    [
+      `event-loop delay p99 / max, loopback echo alone (${LOOP_PHASE_MS / 1000} s; ${quiet.roundTrips} round trips)`,
+      `${fmtMs(quiet.p99Ms)} / ${fmtMs(quiet.maxMs)} ms`,
+      '',
+    ],
+    [
+      `event-loop delay p99 / max, loopback echo + 100 updates/s (${busy.ticks} updates; ${busy.roundTrips} round trips)`,
+      `${fmtMs(busy.p99Ms)} / ${fmtMs(busy.maxMs)} ms`,
+      'p99 < 10 ms',
+    ],
     ['RSS added by the 10k + 2k mesh (after gc)', mb(rss1 - rss0), '< 100 MB'],
     ['heap added by the 10k + 2k mesh (after gc)', mb(heap1 - heap0), ''],
   ];
@@ -203,4 +295,4 @@ function main(): void {
   for (const [m, r, g] of rows) console.log(`| ${m} | ${r} | ${g} |`);
 }
 
-main();
+await main();

@@ -51,7 +51,8 @@ function copy(value: unknown, seen: Set<object>, path: string): unknown {
     if (Array.isArray(o)) return o.map((v, i) => copy(v, seen, `${path}[${i}]`) ?? null);
     if (o instanceof Set) return [...o].map((v, i) => copy(v, seen, `${path}[${i}]`) ?? null);
     const out: Record<string, unknown> = {};
-    const entries: Iterable<[unknown, unknown]> = o instanceof Map ? o.entries() : Object.entries(o);
+    // Maps, and read-only maps that are not Map instances (the mesh state's endpoint maps).
+    const entries: Iterable<[unknown, unknown]> = o instanceof Map || isMapLike(o) ? o.entries() : Object.entries(o);
     for (const [k, v] of entries) {
       const name = String(k);
       if (isSecretKeyName(name)) continue;
@@ -62,4 +63,9 @@ function copy(value: unknown, seen: Set<object>, path: string): unknown {
   } finally {
     seen.delete(o);
   }
+}
+
+function isMapLike(o: object): o is ReadonlyMap<unknown, unknown> {
+  const m = o as Partial<ReadonlyMap<unknown, unknown>>;
+  return typeof m.entries === 'function' && typeof m.get === 'function' && typeof m.has === 'function' && typeof m.size === 'number';
 }

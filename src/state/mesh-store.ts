@@ -13,7 +13,10 @@
 // Models stay frozen: when a service's endpoint set changes, a new frozen Service object is
 // made (copy-on-write) and the indexes re-pointed at it; readers holding the old object see
 // it unchanged. Rebuilds are deferred to the end of a batch (applyAddresses), so a service
-// whose many endpoints arrive in one response is rebuilt once.
+// whose many endpoints arrive in one response is rebuilt once. A service's `endpoints` is an
+// EndpointMap (below): a frozen map split into hash buckets, so a change of k endpoints of an
+// n-endpoint service copies about k·√n entries instead of n (the new map shares the other
+// buckets with the old one). A change of the service itself rebuilds it whole.
 //
 // Tie-breaking is ProxyState's, with "first" meaning first in arrival order (a resource
 // keeps its place when updated and goes last when removed and re-added), which is the order
@@ -50,6 +53,165 @@ interface AddrEntry {
 }
 
 const EMPTY: readonly Service[] = Object.freeze([]);
+/** The dirty mark of a service whose own resource changed (rebuilt whole). */
+const FULL = Symbol('full');
+
+// ------------------------------------------------------------------ EndpointMap
+
+/** Up to this many endpoints one bucket (a plain frozen Map, copied whole on change). */
+const ONE_BUCKET_MAX = 64;
+const MAX_BUCKETS = 4096;
+
+/** √n buckets (a power of two) for n entries: a change copies the bucket array and one bucket. */
+function bucketsFor(n: number): number {
+  if (n <= ONE_BUCKET_MAX) return 1;
+  let b = 16;
+  while (b * b < n && b < MAX_BUCKETS) b *= 2;
+  return b;
+}
+
+/** FNV-1a of the uid, for the bucket index. */
+function hashKey(key: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 0x01000193);
+  return h >>> 0;
+}
+
+const EMPTY_BUCKET: ReadonlyMap<string, Endpoint> = Object.freeze(new Map<string, Endpoint>());
+
+/** Iterates the buckets one after the other (one object per iteration, no generator). */
+class BucketIterator<T> implements IterableIterator<T> {
+  private i = 0;
+  private inner: Iterator<T> | undefined;
+  constructor(
+    private readonly buckets: readonly ReadonlyMap<string, Endpoint>[],
+    private readonly pick: (m: ReadonlyMap<string, Endpoint>) => Iterator<T>,
+  ) {}
+  next(): IteratorResult<T> {
+    for (;;) {
+      if (this.inner) {
+        const r = this.inner.next();
+        if (!r.done) return r;
+      }
+      if (this.i >= this.buckets.length) return { done: true, value: undefined };
+      this.inner = this.pick(this.buckets[this.i++] as ReadonlyMap<string, Endpoint>);
+    }
+  }
+  [Symbol.iterator](): IterableIterator<T> {
+    return this;
+  }
+}
+
+const pickKeys = (m: ReadonlyMap<string, Endpoint>): Iterator<string> => m.keys();
+const pickValues = (m: ReadonlyMap<string, Endpoint>): Iterator<Endpoint> => m.values();
+const pickEntries = (m: ReadonlyMap<string, Endpoint>): Iterator<[string, Endpoint]> => m.entries();
+
+/**
+ * The endpoints of a service held by MeshStore: an immutable map (frozen, no mutators) of
+ * workload uid → endpoint. `with()` gives a new map sharing every untouched bucket with this
+ * one. Iteration order is by bucket, then insertion (Map order is not part of the contract).
+ */
+export class EndpointMap implements ReadonlyMap<string, Endpoint> {
+  readonly size: number;
+  private readonly buckets: readonly ReadonlyMap<string, Endpoint>[];
+
+  private constructor(buckets: readonly ReadonlyMap<string, Endpoint>[], size: number) {
+    this.buckets = Object.freeze(buckets);
+    this.size = size;
+    Object.freeze(this);
+  }
+
+  static readonly EMPTY = new EndpointMap([EMPTY_BUCKET], 0);
+
+  static from(entries: Iterable<readonly [string, Endpoint]>): EndpointMap {
+    const all = new Map<string, Endpoint>(entries);
+    const n = bucketsFor(all.size);
+    if (n === 1) return all.size === 0 ? EndpointMap.EMPTY : new EndpointMap([Object.freeze(all)], all.size);
+    const buckets: Map<string, Endpoint>[] = [];
+    for (let i = 0; i < n; i++) buckets.push(new Map());
+    for (const [k, v] of all) (buckets[hashKey(k) & (n - 1)] as Map<string, Endpoint>).set(k, v);
+    for (const b of buckets) Object.freeze(b);
+    return new EndpointMap(buckets, all.size);
+  }
+
+  /** A new map with `changes` applied (undefined = removed); this one is left as it is. */
+  with(changes: ReadonlyMap<string, Endpoint | undefined>): EndpointMap {
+    if (changes.size === 0) return this;
+    const n = this.buckets.length;
+    const buckets = this.buckets.slice();
+    const copied = new Set<number>();
+    let size = this.size;
+    for (const [k, v] of changes) {
+      const i = n === 1 ? 0 : hashKey(k) & (n - 1);
+      let b = buckets[i] as Map<string, Endpoint>;
+      if (!copied.has(i)) {
+        b = new Map(b);
+        buckets[i] = b;
+        copied.add(i);
+      }
+      const had = b.has(k);
+      if (v === undefined) {
+        if (had) {
+          b.delete(k);
+          size--;
+        }
+      } else {
+        if (!had) size++;
+        b.set(k, v);
+      }
+    }
+    for (const i of copied) Object.freeze(buckets[i]);
+    const want = bucketsFor(size);
+    // Re-split when the bucket count is far from √size (hysteresis: not on every step).
+    if (want > 2 * n || want * 4 < n || (want === 1 && n > 1)) return EndpointMap.from(new BucketIterator(buckets, pickEntries));
+    return new EndpointMap(buckets, size);
+  }
+
+  private bucket(key: string): ReadonlyMap<string, Endpoint> {
+    const n = this.buckets.length;
+    return this.buckets[n === 1 ? 0 : hashKey(key) & (n - 1)] as ReadonlyMap<string, Endpoint>;
+  }
+
+  get(key: string): Endpoint | undefined {
+    return this.bucket(key).get(key);
+  }
+
+  has(key: string): boolean {
+    return this.bucket(key).has(key);
+  }
+
+  keys(): MapIterator<string> {
+    if (this.buckets.length === 1) return (this.buckets[0] as ReadonlyMap<string, Endpoint>).keys();
+    return new BucketIterator(this.buckets, pickKeys) as unknown as MapIterator<string>;
+  }
+
+  values(): MapIterator<Endpoint> {
+    if (this.buckets.length === 1) return (this.buckets[0] as ReadonlyMap<string, Endpoint>).values();
+    return new BucketIterator(this.buckets, pickValues) as unknown as MapIterator<Endpoint>;
+  }
+
+  entries(): MapIterator<[string, Endpoint]> {
+    if (this.buckets.length === 1) return (this.buckets[0] as ReadonlyMap<string, Endpoint>).entries();
+    return new BucketIterator(this.buckets, pickEntries) as unknown as MapIterator<[string, Endpoint]>;
+  }
+
+  [Symbol.iterator](): MapIterator<[string, Endpoint]> {
+    return this.entries();
+  }
+
+  forEach(fn: (value: Endpoint, key: string, map: ReadonlyMap<string, Endpoint>) => void, thisArg?: unknown): void {
+    for (const b of this.buckets) for (const [k, v] of b) fn.call(thisArg, v, k, this);
+  }
+
+  get [Symbol.toStringTag](): string {
+    return 'EndpointMap';
+  }
+
+  /** The bucket count (for tests). */
+  get bucketCount(): number {
+    return this.buckets.length;
+  }
+}
 
 function serviceKey(s: { namespace: string; hostname: string }): string {
   return `${s.namespace}/${s.hostname}`;
@@ -81,9 +243,11 @@ export class MeshStore implements MeshReader {
   private readonly joined = new Map<string, Map<string, Endpoint>>();
   /** uid → keys of services whose base endpoints name it. */
   private readonly directOf = new Map<string, Set<string>>();
-  private readonly servicesOfCache = new Map<string, readonly Service[]>();
+  /** uid → its servicesOf answer: the keys and the objects; stale objects are caught on read. */
+  private readonly servicesOfCache = new Map<string, { keys: readonly string[]; list: readonly Service[] }>();
 
-  private readonly dirty = new Set<string>();
+  /** Service key → the uids whose endpoint changed, or FULL (the service itself changed). */
+  private readonly dirty = new Map<string, Set<string> | typeof FULL>();
   private configCache: LocalConfig | undefined;
 
   /** Same role as ProxyState's: uid → workload. */
@@ -134,18 +298,20 @@ export class MeshStore implements MeshReader {
   servicesOf(workload: Workload): readonly Service[] {
     const uid = workload.uid;
     const cached = this.servicesOfCache.get(uid);
-    if (cached) return cached;
+    // The key set is invalidated on change; a service rebuilt since (new object) is caught here.
+    if (cached && cached.keys.every((k, i) => this.services.get(k) === cached.list[i])) return cached.list;
     const keys = new Set<string>();
     const w = this.workloads.get(uid);
     if (w) for (const k of w.services.keys()) if (this.services.has(k)) keys.add(k);
     const direct = this.directOf.get(uid);
     if (direct) for (const k of direct) keys.add(k);
     let out: readonly Service[] = EMPTY;
+    let sorted: readonly string[] = [];
     if (keys.size > 0) {
-      const list = [...keys].sort((a, b) => (this.serviceSeq.get(a) ?? 0) - (this.serviceSeq.get(b) ?? 0));
-      out = Object.freeze(list.map((k) => this.services.get(k) as Service));
+      sorted = [...keys].sort((a, b) => (this.serviceSeq.get(a) ?? 0) - (this.serviceSeq.get(b) ?? 0));
+      out = Object.freeze(sorted.map((k) => this.services.get(k) as Service));
     }
-    this.servicesOfCache.set(uid, out);
+    this.servicesOfCache.set(uid, { keys: sorted, list: out });
     return out;
   }
 
@@ -240,7 +406,7 @@ export class MeshStore implements MeshReader {
       }
       this.join(key, Object.freeze({ workloadUid: w.uid, port, status: w.status }));
     }
-    if (old && !sameKeys(old.services, w.services)) this.servicesOfCache.delete(w.uid);
+    if (!old || !sameKeys(old.services, w.services)) this.servicesOfCache.delete(w.uid);
     this.configCache = undefined;
   }
 
@@ -263,14 +429,23 @@ export class MeshStore implements MeshReader {
       this.joined.set(key, m);
     }
     m.set(ep.workloadUid, ep);
-    if (this.serviceBase.has(key)) this.dirty.add(key);
+    if (this.serviceBase.has(key)) this.markDirty(key, ep.workloadUid);
   }
 
   private unjoin(key: string, uid: string): void {
     const m = this.joined.get(key);
     if (!m || !m.delete(uid)) return;
     if (m.size === 0) this.joined.delete(key);
-    if (this.serviceBase.has(key)) this.dirty.add(key);
+    if (this.serviceBase.has(key)) this.markDirty(key, uid);
+  }
+
+  /** One endpoint of the service `key` changed (FULL: the service itself did). */
+  private markDirty(key: string, uid: string | typeof FULL): void {
+    const cur = this.dirty.get(key);
+    if (cur === FULL) return;
+    if (uid === FULL) this.dirty.set(key, FULL);
+    else if (cur) cur.add(uid);
+    else this.dirty.set(key, new Set([uid]));
   }
 
   private indexAddresses(w: Workload, seq: number): void {
@@ -330,7 +505,7 @@ export class MeshStore implements MeshReader {
     else this.serviceSeq.set(key, this.nextSeq++); // new, or re-added: goes last
     this.serviceBase.set(key, s);
     this.setDirect(key, s, true);
-    this.dirty.add(key);
+    this.markDirty(key, FULL);
     this.configCache = undefined;
   }
 
@@ -341,7 +516,7 @@ export class MeshStore implements MeshReader {
     this.serviceBase.delete(key);
     this.serviceSeq.delete(key);
     // Joined endpoints stay staged in `joined` for a later re-add.
-    this.dirty.add(key);
+    this.markDirty(key, FULL);
     this.configCache = undefined;
     return true;
   }
@@ -362,13 +537,29 @@ export class MeshStore implements MeshReader {
     }
   }
 
-  /** Rebuilds each changed service once: a new frozen object, indexes re-pointed. */
+  /**
+   * Rebuilds each changed service once: a new frozen object, indexes re-pointed. Only endpoint
+   * changes: the new endpoint map is the old one with those uids replaced (buckets shared).
+   */
   private flush(): void {
     if (this.dirty.size === 0) return;
-    for (const key of this.dirty) {
+    for (const [key, changed] of this.dirty) {
       const cur = this.services.get(key);
       const base = this.serviceBase.get(key);
       const seq = this.serviceSeq.get(key);
+      if (changed !== FULL && cur !== undefined && base !== undefined) {
+        // The service is as it was (else FULL): same VIPs, same arrival number.
+        const delta = new Map<string, Endpoint | undefined>();
+        const joined = this.joined.get(key);
+        for (const uid of changed) {
+          delta.set(uid, joined?.get(uid) ?? base.endpoints.get(uid));
+          this.servicesOfCache.delete(uid);
+        }
+        const next: Service = Object.freeze({ ...base, endpoints: (cur.endpoints as EndpointMap).with(delta) });
+        this.services.set(key, next);
+        this.repointService(key, cur, next);
+        continue;
+      }
       // Same VIPs under the same arrival number: re-point in place; otherwise re-index.
       const inPlace = cur !== undefined && base !== undefined && seq === this.indexedSeq.get(key) && sameAddresses(cur, base);
       if (cur) {
@@ -392,10 +583,11 @@ export class MeshStore implements MeshReader {
   private build(key: string, base: Service): Service {
     // Endpoints: the service's own, then each joined workload's (replacing an own one of the same uid).
     const joined = this.joined.get(key);
-    if (!joined || joined.size === 0) return Object.isFrozen(base) ? base : Object.freeze({ ...base });
-    const endpoints = new Map<string, Endpoint>(base.endpoints);
-    for (const [uid, ep] of joined) endpoints.set(uid, ep);
-    return Object.freeze({ ...base, endpoints: Object.freeze(endpoints) });
+    let endpoints: EndpointMap;
+    if (!joined || joined.size === 0) endpoints = base.endpoints.size === 0 ? EndpointMap.EMPTY : EndpointMap.from(base.endpoints);
+    else if (base.endpoints.size === 0) endpoints = EndpointMap.from(joined);
+    else endpoints = EndpointMap.from(concat(base.endpoints, joined));
+    return Object.freeze({ ...base, endpoints });
   }
 
   private invalidateServicesOf(s: Service): void {
@@ -462,6 +654,11 @@ export class MeshStore implements MeshReader {
 /** ProxyState's preference for a shared IP: pods first, then HBONE; ties keep the first. */
 function rank(w: Workload): number {
   return (w.uid.includes('//Pod/') ? 2 : 0) + (w.protocol === 'HBONE' ? 1 : 0);
+}
+
+function* concat<T>(a: Iterable<T>, b: Iterable<T>): Iterable<T> {
+  yield* a;
+  yield* b;
 }
 
 function serviceOfEntry(e: VipEntry): Service {

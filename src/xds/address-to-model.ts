@@ -44,7 +44,7 @@ const VISIBILITY = { PUBLIC: 'Public', NAMESPACE: 'Namespace' } as const;
 /** Maps one decoded Address resource named `resource` (the xDS resource name). */
 export function addressToModel(resource: string, address: WireAddress): Mapped<AddressModel> {
   return runMapping(resource, () => {
-    if (address.type === 'workload' && address.workload) return { kind: 'workload', workload: deepFreeze(workload(address.workload)) };
+    if (address.type === 'workload' && address.workload) return { kind: 'workload', workload: freezeWorkload(workload(address.workload)) };
     if (address.type === 'service' && address.service) return { kind: 'service', service: deepFreeze(service(address.service)) };
     throw new MappingFailure('type', 'neither workload nor service is set');
   });
@@ -63,31 +63,33 @@ export function addressBytesToModel(resource: string, bytes: Uint8Array): Mapped
 
 // ------------------------------------------------------------------ workloads
 
+// Field paths are literals (or built only on failure): this runs for every pushed workload.
 function workload(w: WireWorkload): Workload {
   const at = (f: string): string => `workload.${f}`;
   if (w.tunnel_protocol === 'LEGACY_ISTIO_MTLS') {
-    throw new MappingFailure(at('tunnel_protocol'), 'LEGACY_ISTIO_MTLS is not supported (as upstream ztunnel)');
+    throw new MappingFailure('workload.tunnel_protocol', 'LEGACY_ISTIO_MTLS is not supported (as upstream ztunnel)');
   }
   const services = new Map<string, PortMap>();
-  for (const [key, list] of Object.entries(w.services)) {
-    const field = at(`services[${JSON.stringify(key)}]`);
-    if (!isSlashPair(key)) throw new MappingFailure(field, `key '${key}' is not of the form namespace/hostname`);
-    services.set(key, portMap(list.ports, `${field}.ports`));
+  for (const key in w.services) {
+    if (!Object.hasOwn(w.services, key)) continue;
+    const field = (): string => `workload.services[${JSON.stringify(key)}]`;
+    if (!isSlashPair(key)) throw new MappingFailure(field(), `key '${key}' is not of the form namespace/hostname`);
+    services.set(key, portMap((w.services[key] as { ports: WirePort[] }).ports, () => `${field()}.ports`));
   }
   return {
-    uid: required(w.uid, at('uid')),
+    uid: required(w.uid, 'workload.uid'),
     name: w.name,
-    namespace: required(w.namespace, at('namespace')),
+    namespace: required(w.namespace, 'workload.namespace'),
     serviceAccount: w.service_account || DEFAULT_SERVICE_ACCOUNT,
     trustDomain: w.trust_domain || DEFAULT_TRUST_DOMAIN,
-    workloadIps: w.addresses.map((b, i) => ipFromBytes(b, at(`addresses[${i}]`))),
+    workloadIps: w.addresses.map((b, i) => ipFromBytes(b, i === 0 ? 'workload.addresses[0]' : at(`addresses[${i}]`))),
     hostname: w.hostname,
     network: w.network,
-    protocol: enumValue(w.tunnel_protocol, TUNNEL, at('tunnel_protocol')),
-    networkMode: enumValue(w.network_mode, NETWORK_MODE, at('network_mode')),
+    protocol: enumValue(w.tunnel_protocol, TUNNEL, 'workload.tunnel_protocol'),
+    networkMode: enumValue(w.network_mode, NETWORK_MODE, 'workload.network_mode'),
     node: w.node,
-    waypoint: w.waypoint ? gateway(w.waypoint, at('waypoint')) : undefined,
-    networkGateway: w.network_gateway ? gateway(w.network_gateway, at('network_gateway')) : undefined,
+    waypoint: w.waypoint ? gateway(w.waypoint, 'workload.waypoint') : undefined,
+    networkGateway: w.network_gateway ? gateway(w.network_gateway, 'workload.network_gateway') : undefined,
     nativeTunnel: w.native_tunnel,
     applicationTunnel: w.application_tunnel
       ? {
@@ -99,11 +101,11 @@ function workload(w: WireWorkload): Workload {
       if (!isSlashPair(p)) throw new MappingFailure(at(`authorization_policies[${i}]`), `'${p}' is not of the form namespace/name`);
       return p;
     }),
-    status: enumValue(w.status, STATUS, at('status')),
+    status: enumValue(w.status, STATUS, 'workload.status'),
     clusterId: w.cluster_id,
     locality: w.locality ? { region: w.locality.region, zone: w.locality.zone, subzone: w.locality.subzone } : undefined,
     workloadName: w.workload_name,
-    workloadType: enumValue(w.workload_type, WORKLOAD_TYPE, at('workload_type')),
+    workloadType: enumValue(w.workload_type, WORKLOAD_TYPE, 'workload.workload_type'),
     canonicalName: w.canonical_name,
     canonicalRevision: w.canonical_revision,
     capacity: w.capacity ? w.capacity.value : 1,
@@ -137,7 +139,7 @@ function service(s: WireService): Service {
     hostname: required(s.hostname, at('hostname')),
     vips,
     cidrVips,
-    ports: portMap(s.ports, at('ports')),
+    ports: portMap(s.ports, () => at('ports')),
     endpoints: new Map(),
     subjectAltNames: [...s.subject_alt_names],
     waypoint: s.waypoint ? gateway(s.waypoint, at('waypoint')) : undefined,
@@ -156,15 +158,38 @@ function service(s: WireService): Service {
 
 // ------------------------------------------------------------------ shared
 
-/** servicePort → targetPort, as the YAML's `{9080: 9080}`; a service port given twice is refused. */
-function portMap(ports: WirePort[], field: string): PortMap {
+/**
+ * servicePort → targetPort, as the YAML's `{9080: 9080}`; a service port given twice is refused.
+ * `field` names the list, built only when a port is refused.
+ */
+function portMap(ports: WirePort[], field: () => string): PortMap {
   const out = new Map<number, number>();
-  ports.forEach((p, i) => {
-    const servicePort = portValue(p.service_port, `${field}[${i}].service_port`);
-    if (out.has(servicePort)) throw new MappingFailure(`${field}[${i}].service_port`, `port ${servicePort} appears twice`);
-    out.set(servicePort, portValue(p.target_port, `${field}[${i}].target_port`, true));
-  });
+  for (let i = 0; i < ports.length; i++) {
+    const p = ports[i] as WirePort;
+    const sp = p.service_port;
+    const tp = p.target_port;
+    // The common case checked inline; anything else goes through portValue for its message.
+    const servicePort = Number.isInteger(sp) && sp >= 1 && sp <= 65535 ? sp : portValue(sp, `${field()}[${i}].service_port`);
+    if (out.has(servicePort)) throw new MappingFailure(`${field()}[${i}].service_port`, `port ${servicePort} appears twice`);
+    out.set(servicePort, Number.isInteger(tp) && tp >= 0 && tp <= 65535 ? tp : portValue(tp, `${field()}[${i}].target_port`, true));
+  }
   return out;
+}
+
+/**
+ * deepFreeze for a mapped Workload, written for its shape (deepFreeze's generic walk is a
+ * large part of mapping a big response): the record, its lists, its maps and every value in them.
+ */
+function freezeWorkload(w: Workload): Workload {
+  Object.freeze(w.workloadIps);
+  Object.freeze(w.authorizationPolicies);
+  for (const ports of w.services.values()) Object.freeze(ports);
+  Object.freeze(w.services);
+  if (w.waypoint) Object.freeze(w.waypoint);
+  if (w.networkGateway) Object.freeze(w.networkGateway);
+  if (w.applicationTunnel) Object.freeze(w.applicationTunnel);
+  if (w.locality) Object.freeze(w.locality);
+  return Object.freeze(w);
 }
 
 /** `network/IP` or `namespace/hostname`, plus the HBONE port (absent = 15008, as in the YAML). */

@@ -61,6 +61,8 @@ export function ipTextFromBytes(bytes: Uint8Array, field: string): string {
  * IPv4-mapped IPv6 address becomes IPv4).
  */
 export function ipFromBytes(bytes: Uint8Array, field: string): string {
+  // Four bytes: the dotted quad is already canonical (no parse needed; the common case).
+  if (bytes.length === 4) return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
   const ip = canonicalIp(ipTextFromBytes(bytes, field));
   if (ip === undefined) throw new MappingFailure(field, 'not an IP address');
   return ip;

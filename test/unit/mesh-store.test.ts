@@ -9,7 +9,7 @@ import t from 'tap';
 import fc from 'fast-check';
 import { deepFreeze } from '../../src/config/freeze.js';
 import type { Endpoint, LocalConfig, PortMap, Service, Workload } from '../../src/config/types.js';
-import { MeshStore, type MeshAddress, type MeshUpsert } from '../../src/state/mesh-store.js';
+import { EndpointMap, MeshStore, type MeshAddress, type MeshUpsert } from '../../src/state/mesh-store.js';
 import { ProxyState } from '../../src/state/proxy-state.js';
 import { buildService, buildWorkload } from '../helpers/fixtures.js';
 import { fuzz } from '../helpers/fuzz.js';
@@ -197,7 +197,7 @@ function eq(a: unknown, b: unknown, what: string): void {
 }
 
 /** Every query of the read API, store against a ProxyState built from scratch. */
-function compare(store: MeshStore, ref: Reference): void {
+function compare(store: MeshStore, ref: Reference, uids: readonly string[] = UIDS): void {
   const state = new ProxyState(referenceConfig([...ref.workloads.values()], [...ref.services.values()]));
   // Listing (config_dump) in arrival order; workloads are the very objects upserted.
   const cfg = store.config;
@@ -223,7 +223,7 @@ function compare(store: MeshStore, ref: Reference): void {
       }
     }
   }
-  for (const uid of UIDS) {
+  for (const uid of uids) {
     const w = buildWorkload({ uid });
     eq(store.servicesOf(w).map(canon).join('\n'), state.servicesOf(w).map(canon).join('\n'), `servicesOf(${uid})`);
   }
@@ -418,3 +418,140 @@ t.test('policies are held by namespace/name for the listing', (t) => {
   t.same(store.config.policies, []);
   t.end();
 });
+
+// ---------------------------------------------------------------- large services (EndpointMap buckets)
+
+t.test('EndpointMap: any sequence of changes reads as a Map would; old maps never change', (t) => {
+  const keyArb = fc.integer({ min: 0, max: 999 }).map((i) => `c1//Pod/ns/w${i}`);
+  const epOf = (uid: string, status: Endpoint['status']): Endpoint => Object.freeze({ workloadUid: uid, port: new Map([[80, 8080]]), status });
+  const changeArb = fc.array(fc.tuple(keyArb, fc.constantFrom<Endpoint['status'] | undefined>('Healthy', 'Unhealthy', undefined)), { minLength: 1, maxLength: 200 });
+  fuzz(
+    t,
+    'endpoint-map',
+    fc.record({ initial: fc.integer({ min: 0, max: 800 }), steps: fc.array(changeArb, { minLength: 1, maxLength: 12 }) }),
+    ({ initial, steps }) => {
+      const model = new Map<string, Endpoint>();
+      for (let i = 0; i < initial; i++) model.set(`c1//Pod/ns/w${i}`, epOf(`c1//Pod/ns/w${i}`, 'Healthy'));
+      let m = EndpointMap.from(model);
+      const held: [EndpointMap, [string, Endpoint][]][] = [];
+      for (const step of steps) {
+        held.push([m, [...model]]);
+        const delta = new Map<string, Endpoint | undefined>();
+        for (const [k, st] of step) delta.set(k, st === undefined ? undefined : epOf(k, st));
+        for (const [k, v] of delta) if (v === undefined) model.delete(k); else model.set(k, v);
+        m = m.with(delta);
+        if (!Object.isFrozen(m)) throw new Error('not frozen');
+        eq(m.size, model.size, 'size');
+        for (const [k, v] of model) eq(m.get(k), v, `get(${k})`);
+        for (const k of delta.keys()) eq(m.has(k), model.has(k), `has(${k})`);
+        const seen = new Map(m.entries());
+        eq(seen.size, model.size, 'entries are distinct');
+        for (const [k, v] of model) eq(seen.get(k), v, `entries(${k})`);
+        eq([...m.keys()].length, model.size, 'keys()');
+        eq([...m.values()].length, model.size, 'values()');
+        let n = 0;
+        m.forEach(() => n++);
+        eq(n, model.size, 'forEach');
+        // √n buckets (hysteresis aside): never one bucket for a large map, never many for a small one.
+        if (model.size > 256 && m.bucketCount === 1) throw new Error(`${model.size} entries in one bucket`);
+        if (model.size <= 16 && m.bucketCount > 1) throw new Error(`${model.size} entries in ${m.bucketCount} buckets`);
+      }
+      for (const [old, entries] of held) {
+        eq(old.size, entries.length, 'an old map changed size');
+        for (const [k, v] of entries) eq(old.get(k), v, `an old map changed at ${k}`);
+      }
+    },
+    { runs: 150 },
+  );
+  t.end();
+});
+
+t.test('EndpointMap: one change copies one bucket; the others are shared with the old map', (t) => {
+  const eps = Array.from({ length: 5000 }, (_, i): [string, Endpoint] => [`c1//Pod/ns/w${i}`, { workloadUid: `c1//Pod/ns/w${i}`, port: new Map(), status: 'Healthy' }]);
+  const a = EndpointMap.from(eps);
+  t.ok(a.bucketCount >= 64, `5000 endpoints in ${a.bucketCount} buckets`);
+  const b = a.with(new Map([['c1//Pod/ns/w7', { workloadUid: 'c1//Pod/ns/w7', port: new Map(), status: 'Unhealthy' as const }]]));
+  t.equal(a.get('c1//Pod/ns/w7')?.status, 'Healthy');
+  t.equal(b.get('c1//Pod/ns/w7')?.status, 'Unhealthy');
+  t.equal(b.size, 5000);
+  const own = (m: EndpointMap): unknown[] => (m as unknown as { buckets: unknown[] }).buckets;
+  const shared = own(b).filter((bucket, i) => bucket === own(a)[i]).length;
+  t.equal(shared, a.bucketCount - 1, 'every bucket but the changed one is shared');
+  t.end();
+});
+
+t.test('differential with large services (many endpoints, bucketed): as a ProxyState built from scratch', (t) => {
+  const many = Array.from({ length: 160 }, (_, i) => `c1//Pod/${i % 2 ? 'a' : 'b'}/m${i}`);
+  const keys = ['a/s0.x', 'a/s1.x'];
+  const vipOf: Record<string, string> = { 'a/s0.x': '10.96.0.1', 'a/s1.x': '10.96.0.2' };
+  const mkWorkload = (i: number, status: Workload['status'], inKeys: readonly string[]): Workload =>
+    deepFreeze(
+      buildWorkload({
+        uid: many[i] as string,
+        namespace: 'a',
+        workloadIps: [`10.1.${i >> 8}.${i & 255}`],
+        status,
+        services: new Map(inKeys.map((k) => [k, new Map([[80, 8080]])])),
+      }),
+    );
+  const mkService = (key: string, direct: number[]): Service =>
+    deepFreeze(
+      buildService({
+        namespace: 'a',
+        name: key.slice(2, 4),
+        hostname: key.slice(2),
+        vips: [{ network: '', address: vipOf[key] as string }],
+        ports: new Map([[80, 8080]]),
+        endpoints: new Map(direct.map((i) => [many[i] as string, { workloadUid: many[i] as string, port: new Map([[80, 9090]]), status: 'Healthy' as const }])),
+      }),
+    );
+  const idx = fc.integer({ min: 0, max: many.length - 1 });
+  const bigOpArb: fc.Arbitrary<Op> = fc.oneof(
+    { weight: 6, arbitrary: fc.tuple(idx, fc.constantFrom<Workload['status']>('Healthy', 'Unhealthy'), fc.subarray(keys)).map(([i, st, ks]) => ({ op: 'upsertWorkload' as const, w: mkWorkload(i, st, ks) })) },
+    { weight: 2, arbitrary: idx.map((i) => ({ op: 'removeWorkload' as const, uid: many[i] as string })) },
+    { weight: 1, arbitrary: fc.tuple(fc.constantFrom(...keys), fc.array(idx, { maxLength: 3 })).map(([k, d]) => ({ op: 'upsertService' as const, s: mkService(k, d) })) },
+    { weight: 1, arbitrary: fc.constantFrom(...keys).map((key) => ({ op: 'removeService' as const, key })) },
+    // Mass removals and additions in one response: the maps shrink to one bucket and grow back.
+    { weight: 1, arbitrary: fc.subarray(many.map((_, i) => i), { minLength: 70 }).map((is) => ({ op: 'batch' as const, upserts: [], removals: is.map((i) => many[i] as string) })) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .tuple(fc.subarray(many.map((_, i) => i), { minLength: 70 }), fc.constantFrom<Workload['status']>('Healthy', 'Unhealthy'))
+        .map(([is, st]) => ({ op: 'batch' as const, upserts: is.map((i) => ({ kind: 'workload' as const, workload: mkWorkload(i, st, keys) })), removals: [] })),
+    },
+  );
+  let sawBuckets = 0;
+  fuzz(
+    t,
+    'mesh-store-differential-large',
+    fc.array(bigOpArb, { minLength: 1, maxLength: 20 }),
+    (ops) => {
+      const store = new MeshStore();
+      const ref = new Reference();
+      const preload: Op[] = [
+        { op: 'upsertService', s: mkService('a/s0.x', [1, 2]) },
+        { op: 'batch', upserts: many.slice(0, 130).map((_, i) => ({ kind: 'workload' as const, workload: mkWorkload(i, 'Healthy', i % 3 ? ['a/s0.x'] : keys) })), removals: [] },
+        { op: 'upsertService', s: mkService('a/s1.x', []) },
+      ];
+      for (const op of [...preload, ...ops]) {
+        const o = ref.resolve(op);
+        const held = [...store.servicesByKey.values()].map((s) => [s, canon(s)] as const);
+        const heldOf = store.servicesOf(buildWorkload({ uid: many[3] as string }));
+        applyToStore(store, o);
+        ref.apply(o);
+        for (const [s, before] of held) {
+          if (!Object.isFrozen(s) || !Object.isFrozen(s.endpoints)) throw new Error('a service handed out is not frozen');
+          eq(canon(s), before, 'a held service object changed');
+        }
+        for (const s of heldOf) if (!Object.isFrozen(s)) throw new Error('servicesOf handed out a mutable service');
+        for (const s of store.servicesByKey.values()) if ((s.endpoints as EndpointMap).bucketCount > 1) sawBuckets++;
+      }
+      compare(store, ref, many);
+    },
+    // Each input is a few ms on a quiet machine; the bound only catches blow-ups on a busy one.
+    { runs: 25, perInputMs: 30_000 },
+  );
+  t.ok(sawBuckets > 0, 'the runs held services of several buckets');
+  t.end();
+});
+

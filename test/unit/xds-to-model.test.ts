@@ -177,6 +177,49 @@ t.test('a good minimal workload, defaults as the loader', async (t) => {
   t.equal(mapped.kind === 'workload' && mapped.workload.capacity, 3);
 });
 
+/** Every object reachable from `v` (through objects, arrays and Map keys/values) is frozen. */
+function deeplyFrozen(v: unknown, path = '$'): string | undefined {
+  if (v === null || typeof v !== 'object' || Buffer.isBuffer(v)) return undefined;
+  if (!Object.isFrozen(v)) return path;
+  const children: [string, unknown][] = v instanceof Map ? [...v].map(([k, x]) => [`${path}.get(${String(k)})`, x]) : Object.entries(v).map(([k, x]) => [`${path}.${k}`, x]);
+  for (const [p, x] of children) {
+    const bad = deeplyFrozen(x, p);
+    if (bad) return bad;
+  }
+  return undefined;
+}
+
+t.test('a workload with every field set maps to a deeply frozen record', async (t) => {
+  const gw = { address: { network: 'n', address: Buffer.from([10, 0, 0, 7]) }, hbone_mtls_port: 15009 };
+  const m = ok(
+    t,
+    addressToModel(
+      NAME,
+      viaWire({
+        workload: {
+          ...goodWorkload().workload,
+          addresses: [Buffer.from([10, 0, 0, 1]), Buffer.from([0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1])],
+          waypoint: gw,
+          network_gateway: { hostname: { namespace: 'gw', hostname: 'east.gw' }, hbone_mtls_port: 0 },
+          application_tunnel: { protocol: 'PROXY', port: 15088 },
+          services: { 'default/a.default.svc': { ports: [{ service_port: 80, target_port: 8080 }] }, 'default/b.default.svc': { ports: [] } },
+          authorization_policies: ['default/p'],
+          locality: { region: 'r', zone: 'z', subzone: 's' },
+          capacity: { value: 2 },
+        },
+      }),
+    ),
+    NAME,
+  );
+  t.equal(m.kind, 'workload');
+  t.equal(m.kind === 'workload' && deeplyFrozen(m.workload), undefined, 'nothing reachable is left mutable');
+  if (m.kind === 'workload') {
+    t.strictSame(m.workload.workloadIps, ['10.0.0.1', 'fd00::1']);
+    t.equal(m.workload.waypoint?.destination, 'n/10.0.0.7');
+    t.equal(m.workload.services.get('default/a.default.svc')?.get(80), 8080);
+  }
+});
+
 t.test('malformed Address resources give an error naming the resource and the field', async (t) => {
   const w = goodWorkload().workload!;
   const cases: [string, WireInit<WireAddress>, string, RegExp][] = [
