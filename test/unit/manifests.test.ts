@@ -130,7 +130,7 @@ function unknownFields(checker: ts.TypeChecker, value: unknown, type: ts.Type, a
 const manifests = loadManifests();
 
 // An in-memory DaemonSet built from the real one, broken in one place each.
-const realDs = manifests.find((m) => m.obj.kind === 'DaemonSet' && m.file.includes('istiod'));
+const realDs = manifests.find((m) => m.obj.kind === 'DaemonSet' && m.file === 'deploy/istiod/ztunnel.yaml');
 const clone = (): Record<string, unknown> => structuredClone(realDs?.obj ?? {});
 type Any = any;
 const broken: { name: string; obj: Record<string, unknown>; expect: RegExp }[] = [
@@ -245,13 +245,28 @@ t.test('the ztunnel DaemonSets carry what the proxy needs', async (t) => {
   t.equal(mountOf(rootCert.name), '/var/run/secrets/istio');
 });
 
-t.test('the node agent runs on the host network with NET_ADMIN only', async (t) => {
-  const ds = daemonSet('deploy/base/node-agent.yaml');
-  const pod = ds.spec.template.spec;
-  t.equal(pod.hostNetwork, true);
-  t.same(pod.containers[0].securityContext.capabilities.add, ['NET_ADMIN']);
-  t.equal(pod.containers[0].args[0], 'node-agent');
+t.test('the node agents run on the host network with NET_ADMIN only; the istiod one reads xDS', async (t) => {
+  for (const file of ['deploy/local-file/node-agent.yaml', 'deploy/istiod/node-agent.yaml']) {
+    const pod = daemonSet(file).spec.template.spec;
+    t.equal(pod.hostNetwork, true, file);
+    t.same(pod.containers[0].securityContext.capabilities.add, ['NET_ADMIN'], file);
+    t.equal(pod.containers[0].args[0], 'node-agent', file);
+  }
+  const pod = daemonSet('deploy/istiod/node-agent.yaml').spec.template.spec;
+  const c = pod.containers[0];
+  t.ok(c.args.includes('--xds'), 'node-agent --xds');
+  t.equal(c.env.find((e: Any) => e.name === 'XDS_ADDRESS')?.value, 'istiod.istio-system.svc:15012');
+  const token = pod.volumes.find((v: Any) => v.projected)?.projected.sources[0].serviceAccountToken;
+  t.same({ path: token?.path, audience: token?.audience }, { path: 'istio-token', audience: 'istio-ca' });
+  t.ok(pod.volumes.some((v: Any) => v.configMap?.name === 'istio-ca-root-cert'), 'the root cert ConfigMap');
+  t.ok(parseArgsLike(c.args), 'its arguments parse as the CLI expects');
 });
+
+/** `node-agent --xds --node $(NODE_NAME)`: the options the xDS node agent accepts. */
+function parseArgsLike(args: string[]): boolean {
+  const known = new Set(['node-agent', '--xds', '--node', '$(NODE_NAME)', '--pod-gateway-ip', '--netns']);
+  return args.every((a) => known.has(a));
+}
 
 t.test("the local-file ConfigMap's config.yaml passes ztunnel-ts' own loader", async (t) => {
   const cm = manifests.find((m) => m.obj.kind === 'ConfigMap' && (m.obj.metadata as Any).name === 'ztunnel-local-config');
