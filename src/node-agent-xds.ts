@@ -8,6 +8,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from './config/env.js';
 import { errorMessage } from './errors.js';
 import { NodeAgent, defaultAgentLog } from './redirect/node-agent.js';
+import type { Runner } from './redirect/plan.js';
 import { ADDRESS_TYPE_URL } from './xds/protos.js';
 import { XdsMesh } from './xds-mesh.js';
 
@@ -23,6 +24,10 @@ export async function startXdsNodeAgent(o: {
   podGatewayIp?: string | undefined;
   netns?: string | undefined;
   log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+  /** Command runner (tests record the commands instead of running them). */
+  runner?: Runner | undefined;
+  /** xDS reconnect backoff bounds (tests shorten them). */
+  backoffMs?: { initial: number; max: number } | undefined;
 }): Promise<{ stop(): Promise<void>; agent: NodeAgent; firstSync: Promise<boolean> }> {
   const log = o.log ?? defaultAgentLog;
   const config = loadConfig({ ...o.env, ...(o.nodeName !== undefined ? { NODE_NAME: o.nodeName } : {}), PROXY_MODE: 'node' });
@@ -46,6 +51,7 @@ export async function startXdsNodeAgent(o: {
       log('info', `xds: first workload set from ${config.xds?.address ?? ''} (${mesh.store.size.workloads} workloads)`);
       void agent?.start().then((r) => markFirst(r.ok), () => markFirst(false));
     },
+    ...(o.backoffMs ? { initialBackoffMs: o.backoffMs.initial, maxBackoffMs: o.backoffMs.max } : {}),
   });
   agent = new NodeAgent({
     nodeName,
@@ -53,6 +59,7 @@ export async function startXdsNodeAgent(o: {
     sourceName: `xDS ${config.xds.address}`,
     podGatewayIp: o.podGatewayIp,
     netns: o.netns,
+    runner: o.runner,
     log,
   });
   mesh.start();
