@@ -21,7 +21,11 @@ usage:
                                          the same, from istiod's delta xDS (XDS_ADDRESS, XDS_ROOT_CA, AUTH_TOKEN)
   ztunnel-ts control-plane --config FILE --ca-dir DIR --token-file FILE [--listen IP:PORT]
                                          serve FILE over delta xDS and sign CSRs (a local istiod stand-in)
-  ztunnel-ts demo                        sleep → productpage through two ztunnels in network namespaces (root)
+  ztunnel-ts explain SRC DST:PORT [--json] [--src-node-netns NS --src-ztunnel-netns NS --src-admin URL
+                    --dst-node-netns NS --dst-ztunnel-netns NS --dst-admin URL | --topology PREFIX]
+                                         every hop of a connection with the rule, route or decision deciding it;
+                                         stops at the first broken hop with the fix (see explain --help)
+  ztunnel-ts demo [--break]              sleep → productpage through two ztunnels in network namespaces (root)
   ztunnel-ts --version | --help
 `;
 
@@ -92,6 +96,11 @@ async function main(argv: string[]): Promise<number> {
     case 'control-plane': {
       const { runControlPlaneCli } = await import('./control-plane/cli.js');
       return runControlPlaneCli(rest);
+    }
+    case 'explain': {
+      const { runExplainCli } = await import('./explain/cli.js');
+      const { buildTopologyLocator } = await import('./demo/demo.js');
+      return runExplainCli(rest, { topology: buildTopologyLocator });
     }
     case 'demo': {
       const { runDemo } = await import('./demo/demo.js');

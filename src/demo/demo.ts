@@ -3,16 +3,19 @@
 // ztunnel-ts per node (in its ztunnel pod netns), runs
 // `curl -s http://productpage:9080/ | head -n1` in the sleep pod, and prints what the blog
 // shows: the answer, `ipset list`, `ip rule`, tables 101 and 100 of the destination node,
-// the ztunnel's TPROXY rules, and both ztunnels' access-log lines for the request.
+// the ztunnel's TPROXY rules, and both ztunnels' access-log lines for the request; then
+// `ztunnel-ts explain` of that connection (every hop with the object deciding it). With
+// --break it then removes sleep from the node's ipset and explains again: explain stops at
+// the broken hop and names the fix.
 // Must never: leave namespaces, rules or processes behind (the topology cleans up on exit,
 // failure, SIGINT and SIGTERM), or install packages when --no-install was given (as root
 // with apt-get it installs the missing Debian packages itself and says which).
 
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { detectIptablesBackend, buildIptablesBinary } from '../redirect/iptables.js';
 import { createRunner } from '../redirect/plan.js';
-import { MeshHarness } from './mesh-harness.js';
+import { MAIN_JS, MeshHarness } from './mesh-harness.js';
 import { Topology } from './topology.js';
 
 /** Tool → Debian package that provides it. */
@@ -24,9 +27,11 @@ export const REQUIRED_TOOLS: ReadonlyArray<readonly [string, string]> = [
   ['curl', 'curl'],
 ];
 
-const DEMO_USAGE = `usage: ztunnel-ts demo [--xds] [--no-install] [--prefix NAME] [--stand-in SCRIPT]
+const DEMO_USAGE = `usage: ztunnel-ts demo [--xds] [--break] [--no-install] [--prefix NAME] [--stand-in SCRIPT]
   --xds              ztunnels and node agents take workloads, services, policies and certificates
                      from a control plane over delta xDS (\`ztunnel-ts control-plane\` on the first node)
+  --break            after the explanation, remove sleep from the node's ipset and explain again:
+                     explain stops at the broken hop and names the fix
   --no-install       name missing tools instead of installing them with apt-get (the default as root)
   --prefix NAME      name prefix of everything created (default zt<pid>)
   --stand-in SCRIPT  run SCRIPT relay instead of ztunnel-ts in the ztunnel pods (development)
@@ -43,8 +48,34 @@ export function findMissingPackages(has: (tool: string) => boolean = hasTool): s
   return [...new Set(REQUIRED_TOOLS.filter(([tool]) => !has(tool)).map(([, pkg]) => pkg))];
 }
 
+/** `explain --topology PREFIX`: the demo topology's netns by node name (what main.ts gives explain). */
+export function buildTopologyLocator(prefix: string): { nodes: string[]; locate(node: string): { nodeNetns: string; ztunnelNetns: string } | undefined } {
+  const topo = new Topology({ prefix });
+  return {
+    nodes: topo.nodes.map((n) => n.name),
+    locate: (node) => (topo.nodes.some((n) => n.name === node) ? { nodeNetns: topo.nodeNetns(node), ztunnelNetns: topo.ztunnelNetns(node) } : undefined),
+  };
+}
+
+/** Runs `ztunnel-ts explain --topology PREFIX ARGS` (the built CLI, as a user would) and prints what it prints. */
+function runExplain(prefix: string, args: string[]): Promise<{ code: number; out: string }> {
+  say(`$ ztunnel-ts explain --topology ${prefix} ${args.join(' ')}`);
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [MAIN_JS, 'explain', '--topology', prefix, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const show = (c: Buffer): void => {
+      out += c.toString();
+      process.stdout.write(c);
+    };
+    child.stdout.on('data', show);
+    child.stderr.on('data', show);
+    child.on('error', (e) => resolve({ code: 127, out: e.message }));
+    child.on('close', (code) => resolve({ code: code ?? 1, out }));
+  });
+}
+
 export async function runDemo(argv: string[]): Promise<number> {
-  let values: { install?: boolean; 'no-install'?: boolean; prefix?: string; 'stand-in'?: string; help?: boolean; xds?: boolean };
+  let values: { install?: boolean; 'no-install'?: boolean; prefix?: string; 'stand-in'?: string; help?: boolean; xds?: boolean; break?: boolean };
   try {
     values = parseArgs({
       args: argv,
@@ -56,6 +87,7 @@ export async function runDemo(argv: string[]): Promise<number> {
         'stand-in': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         xds: { type: 'boolean' },
+        break: { type: 'boolean' },
       },
     }).values;
   } catch (err) {
@@ -151,8 +183,32 @@ export async function runDemo(argv: string[]): Promise<number> {
       const mine = zt.out.filter((l) => (l.includes('"access"') || l.includes('listener')) && l.includes('10.244.2.4'));
       say(mine.length > 0 ? mine.join('\n') : '(no access-log line mentioning 10.244.2.4)');
     }
+    let explained = true;
+    if (standIn === undefined) {
+      say();
+      say('Where does this connection go? Every hop, with the live object deciding it:');
+      const e = await runExplain(topo.prefix, ['default/sleep', 'productpage:9080']);
+      explained = e.code === 0;
+      if (values.break) {
+        const src = topo.pods.find((p) => p.name === 'sleep');
+        const srcNode = src?.node ?? topo.nodes[0]!.name;
+        say();
+        say(`demo --break: removing sleep (${src?.ip ?? '?'}) from ipset ztunnel-pods-ips on ${srcNode}, as if its node agent had missed it`);
+        say(`root@${srcNode}:/# ipset del ztunnel-pods-ips ${src?.ip ?? '?'}`);
+        const del = await topo.execIn(topo.nodeNetns(srcNode), 'ipset', ['del', 'ztunnel-pods-ips', src?.ip ?? '']);
+        if (del.code !== 0) say(`(ipset del failed: ${del.stderr.trim()})`);
+        const broken = await runExplain(topo.prefix, ['default/sleep', 'productpage:9080']);
+        const stopped = broken.code === 3 && broken.out.includes('broken at source-ipset');
+        say(
+          stopped
+            ? 'demo --break: explain stopped at the first hop (source-ipset) and named the fix; nothing after it is checked, since sleep\'s packets never reach ztunnel'
+            : `demo --break: explain did NOT stop at source-ipset (exit ${broken.code})`,
+        );
+        explained = explained && stopped;
+      }
+    }
     say();
-    return firstLine === '<!DOCTYPE html>' ? 0 : 1;
+    return firstLine === '<!DOCTYPE html>' && explained ? 0 : 1;
   } catch (err) {
     process.stderr.write(`demo: ${(err as Error).message}\n`);
     for (const [name, zt] of mesh.ztunnels) if (zt.out.length) process.stderr.write(`--- ztunnel ${name} output (last lines):\n${zt.out.slice(-20).join('\n')}\n`);
