@@ -90,6 +90,9 @@ t.test('TPROXY, REDIRECT and spoofed source in throwaway namespaces', { skip: sk
     sb.run(proxy, [ipt, '-t', 'mangle', '-A', 'PREROUTING', '-i', 'ztp0', '-p', 'tcp', '-d', tproxyDst,
       '-j', 'TPROXY', '--on-port', '15001', '--on-ip', onIp, '--tproxy-mark', '0x400/0xfff']);
   }
+  // An SO_REUSEPORT group of transparent listeners (what per-worker listeners would be).
+  sb.run(proxy, ['iptables', '-t', 'mangle', '-A', 'PREROUTING', '-i', 'ztp0', '-p', 'tcp', '-d', '10.77.6.0/24',
+    '-j', 'TPROXY', '--on-port', '15009', '--on-ip', '127.0.0.1', '--tproxy-mark', '0x400/0xfff']);
   // Control: TPROXY to a listener that is NOT transparent; the kernel must refuse to deliver.
   sb.run(proxy, ['iptables', '-t', 'mangle', '-A', 'PREROUTING', '-i', 'ztp0', '-p', 'tcp', '-d', '10.77.3.0/24',
     '-j', 'TPROXY', '--on-port', '15002', '--on-ip', '127.0.0.1', '--tproxy-mark', '0x400/0xfff']);
@@ -122,6 +125,22 @@ t.test('TPROXY, REDIRECT and spoofed source in throwaway namespaces', { skip: sk
     t.equal(r.stdout, 'ok\n', `client got the answer (${r.stderr.trim()})`);
     t.equal(seen[0]?.local, '[fd77::9]:9443');
     t.equal(seen[0]?.remote, 'fd77:1::1');
+  });
+
+  t.test('TPROXY spreads connections across an SO_REUSEPORT group of transparent listeners', async (t) => {
+    // The basis for per-worker listeners (ZTUNNEL_WORKER_THREADS): the kernel's TPROXY socket
+    // lookup selects within the reuseport group, so no acceptor has to hand fds around.
+    const group = [0, 1].map(() => adopt(t, inProxy(() => createListenerFd({ host: '127.0.0.1', port: 15009, transparent: true, reusePort: true }))));
+    await Promise.all(group.map((g) => g.ready));
+    const N = 60;
+    for (let i = 0; i < N; i += 6) {
+      const batch = await Promise.all([0, 1, 2, 3, 4, 5].map((j) => socat(`TCP4:10.77.6.${((i + j) % 50) + 1}:${9000 + i + j}`)));
+      for (const r of batch) t.equal(r.stdout, 'ok\n', `answered (${r.stderr.trim()})`);
+    }
+    const counts = group.map((g) => g.seen.length);
+    t.equal(counts[0]! + counts[1]!, N, `every connection accepted once (${counts.join(' + ')})`);
+    t.ok(counts.every((c) => c >= 10), `both listeners of the group got a share: ${counts.join(' / ')}`);
+    t.ok(group.every((g) => g.seen.every((s) => s.local.startsWith('10.77.6.'))), 'each still sees the original destination');
   });
 
   t.test('control: TPROXY to a non-transparent listener is not delivered', async (t) => {
