@@ -15,7 +15,6 @@ import type net from 'node:net';
 import { PolicyStore } from './authorize/index.js';
 import { type CaptureListener, listenCapture, listenPlain, originalDestination } from './capture/listeners.js';
 import { handleSocks5 } from './capture/socks5.js';
-import { EMPTY_LOCAL_CONFIG, loadLocalConfigFile, parseLocalConfig } from './config/local-config.js';
 import type { Config, LocalConfig } from './config/types.js';
 import { ZtError, errorMessage } from './errors.js';
 import { buildAuthorizeDecision, buildRouteDecision } from './explain/index.js';
@@ -34,8 +33,12 @@ import { ProxyState } from './state/proxy-state.js';
 import { h2TuningOf } from './tunnel/h2-settings.js';
 import { HbonePool } from './tunnel/hbone-pool.js';
 import { HboneServer } from './tunnel/hbone-server.js';
-import { IstioCaClient } from './xds/ca-client.js';
-import { XDS_READINESS_TASKS, XdsMesh, ownIdentity, readRootCa, tokenReader, type AddressChange } from './xds-mesh.js';
+import { XDS_READINESS_TASKS, ownIdentity, readRootCa, tokenReader } from './istiod.js';
+import type { AddressChange, XdsMesh } from './xds-mesh.js';
+
+/** The mesh before its source has been read (start() reads it). */
+const NO_MESH: LocalConfig = Object.freeze({ workloads: [], services: [], policies: [] });
+type LocalConfigModule = typeof import('./config/local-config.js');
 
 export const VERSION = '0.1.0';
 
@@ -69,7 +72,13 @@ export class App {
   readonly secrets: SecretManager;
   private view: MeshView;
   /** Set when the mesh comes from istiod (config.xds). */
-  private readonly xds: XdsMesh | undefined;
+  private xds: XdsMesh | undefined;
+  /**
+   * The mesh source's module, loaded by start() only for the source in use: the YAML loader
+   * (yaml, zod) or the xDS stack (gRPC, protobuf) — a ztunnel never carries both (idle RSS).
+   */
+  private localConfigModule: LocalConfigModule | undefined;
+  private readonly xdsBackoffMs: AppOptions['xdsBackoffMs'];
   private readonly pool: HbonePool;
   private readonly hboneServer: HboneServer;
   private readonly inbound: InboundProxy;
@@ -111,28 +120,9 @@ export class App {
     this.secrets = new SecretManager(opts.certificateSource ?? this.istiodCa() ?? new LocalCaSource(opts.ca ?? this.loadCa()), {
       onRenewalError: (id, err) => this.telemetry.log.warn({ scope: 'identity', identity: id, error: errorMessage(err) }, 'certificate issuance failed'),
     });
-    if (config.xds) {
-      for (const task of Object.values(XDS_READINESS_TASKS)) this.readiness.pending(task);
-      const xds = new XdsMesh({
-        config,
-        log: (level, message) => this.telemetry.log[level]({ scope: 'xds' }, message),
-        authzLog: (msg, fields) => this.telemetry.log.info({ scope: 'authorization', ...fields }, msg),
-        onAddresses: (change) => this.onXdsAddresses(change),
-        onPolicies: () => this.onXdsPolicies(),
-        onFirstResponse: (typeUrl) => {
-          this.readiness.ready(XDS_READINESS_TASKS[typeUrl]);
-          this.telemetry.log.info({ scope: 'xds', typeUrl, ...xds.store.size }, 'first xDS response applied');
-        },
-        ...(opts.xdsBackoffMs ? { initialBackoffMs: opts.xdsBackoffMs.initial, maxBackoffMs: opts.xdsBackoffMs.max } : {}),
-      });
-      this.xds = xds;
-      this.view = { state: xds.store, policies: xds.policies };
-    } else {
-      this.view = this.buildView(this.loadLocalConfig());
-    }
-    this.readiness.ready('state manager');
-    // Certificates of the local workloads are fetched ahead of their first connection.
-    for (const id of this.localIdentities()) this.secrets.prefetch(id);
+    this.xdsBackoffMs = opts.xdsBackoffMs;
+    if (config.xds) for (const task of Object.values(XDS_READINESS_TASKS)) this.readiness.pending(task);
+    this.view = this.buildView(NO_MESH);
     const app = this;
     this.ctx = {
       config,
@@ -169,19 +159,63 @@ export class App {
     });
   }
 
-  /** istiod's CA when config.ca is set (CA_ADDRESS, or the xDS address without FAKE_CA / LOCAL_CA_*). */
+  /**
+   * istiod's CA when config.ca is set (CA_ADDRESS, or the xDS address without FAKE_CA /
+   * LOCAL_CA_*). The root is read now (a bad CA_ROOT_CA is a start-up error); the gRPC client
+   * module is loaded at the first certificate request.
+   */
   private istiodCa(): CertificateSource | undefined {
     const c = this.config;
-    if (c.ca === undefined) return undefined;
-    return new IstioCaClient({
-      address: c.ca.address,
-      tls: { ca: readRootCa(c.ca.rootCa, 'CA_ROOT_CA'), serverName: c.ca.altHostname },
-      token: tokenReader(c.authToken, (m) => this.telemetry.log.warn({ scope: 'identity' }, m)),
-      ownIdentity: ownIdentity(c),
-      clusterId: c.clusterId,
-      headers: c.ca.headers,
-      validitySeconds: Math.round(c.secretTtlMs / 1000),
-    });
+    const ca = c.ca;
+    if (ca === undefined) return undefined;
+    const rootPem = readRootCa(ca.rootCa, 'CA_ROOT_CA');
+    const make = async (): Promise<CertificateSource> => {
+      const { IstioCaClient } = await import('./xds/ca-client.js');
+      return new IstioCaClient({
+        address: ca.address,
+        tls: { ca: rootPem, serverName: ca.altHostname },
+        token: tokenReader(c.authToken, (m) => this.telemetry.log.warn({ scope: 'identity' }, m)),
+        ownIdentity: ownIdentity(c),
+        clusterId: c.clusterId,
+        headers: ca.headers,
+        validitySeconds: Math.round(c.secretTtlMs / 1000),
+      });
+    };
+    let client: Promise<CertificateSource> | undefined;
+    return {
+      name: `istiod CA at ${ca.address}`,
+      issue: async (identity) => (await (client ??= make())).issue(identity),
+      close: () => void client?.then((cl) => cl.close?.(), () => undefined),
+    };
+  }
+
+  /** Reads the mesh source (start-up errors are thrown): the local file, or opens the xDS stream. */
+  private async startMeshSource(): Promise<void> {
+    const c = this.config;
+    if (c.xds) {
+      const { XdsMesh } = await import('./xds-mesh.js');
+      const xds: XdsMesh = new XdsMesh({
+        config: c,
+        log: (level, message) => this.telemetry.log[level]({ scope: 'xds' }, message),
+        authzLog: (msg, fields) => this.telemetry.log.info({ scope: 'authorization', ...fields }, msg),
+        onAddresses: (change) => this.onXdsAddresses(change),
+        onPolicies: () => this.onXdsPolicies(),
+        onFirstResponse: (typeUrl) => {
+          this.readiness.ready(XDS_READINESS_TASKS[typeUrl] ?? typeUrl);
+          this.telemetry.log.info({ scope: 'xds', typeUrl, ...xds.store.size }, 'first xDS response applied');
+        },
+        ...(this.xdsBackoffMs ? { initialBackoffMs: this.xdsBackoffMs.initial, maxBackoffMs: this.xdsBackoffMs.max } : {}),
+      });
+      this.xds = xds;
+      this.view = { state: xds.store, policies: xds.policies };
+      xds.start();
+    } else {
+      this.localConfigModule = await import('./config/local-config.js');
+      this.view = this.buildView(this.loadLocalConfig());
+    }
+    this.readiness.ready('state manager');
+    // Certificates of the local workloads are fetched ahead of their first connection.
+    for (const id of this.localIdentities()) this.secrets.prefetch(id);
   }
 
   private loadCa(): CertificateAuthority {
@@ -195,9 +229,11 @@ export class App {
   }
 
   private loadLocalConfig(): LocalConfig {
-    if (this.config.localXdsPath) return loadLocalConfigFile(this.config.localXdsPath);
-    if (this.config.localXds) return parseLocalConfig(this.config.localXds, 'LOCAL_XDS');
-    return EMPTY_LOCAL_CONFIG;
+    const m = this.localConfigModule;
+    if (m === undefined) throw new Error('the local config loader is not loaded (start() loads it)');
+    if (this.config.localXdsPath) return m.loadLocalConfigFile(this.config.localXdsPath);
+    if (this.config.localXds) return m.parseLocalConfig(this.config.localXds, 'LOCAL_XDS');
+    return NO_MESH;
   }
 
   private buildView(local: LocalConfig): MeshView {
@@ -211,7 +247,12 @@ export class App {
   async start(): Promise<BoundPorts> {
     const c = this.config;
     const mark = c.proxyMode === 'node' ? undefined : c.packetMark;
-    this.xds?.start();
+    try {
+      await this.startMeshSource();
+    } catch (err) {
+      await this.stop();
+      throw err;
+    }
     try {
       const outbound = await listenCapture({
         host: c.bindAddress,

@@ -3,17 +3,13 @@
 // recompiled per Authorization response. The App reads it through the same MeshView as the
 // local file's; what changed is reported back so the App can prune removed workloads, prefetch
 // certificates and re-authorize live connections.
-// Also: the pieces of the connection to istiod every client shares — the root (XDS_ROOT_CA /
-// CA_ROOT_CA: file, inline PEM or the OS roots), the bearer token (re-read on every use), the
-// node id and metadata upstream sends (https://github.com/istio/ztunnel/blob/master/src/xds/client.rs).
+// Loaded only when the mesh comes from istiod (it pulls in gRPC and protobuf).
 // Must never: throw out of a response callback (the AdsClient NACKs on a throw), or block
 // readiness on a type after its first response was applied.
 
-import fs from 'node:fs';
-import tls from 'node:tls';
 import { PolicyStore, type AuthzLog } from './authorize/index.js';
-import type { Authorization, Config, JsonValue, RootCaSource, TokenSource, Workload } from './config/types.js';
-import { ZtError, errorMessage } from './errors.js';
+import type { Authorization, Config, Workload } from './config/types.js';
+import { readRootCa, tokenReader, xdsNode } from './istiod.js';
 import { MeshStore, type MeshAddress } from './state/mesh-store.js';
 import type { AddressModel } from './xds/address-to-model.js';
 import { AdsClient, type AdsState, type AdsTypeUrl, type AdsUpsert } from './xds/ads-client.js';
@@ -21,67 +17,6 @@ import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from './xds/protos.js';
 
 export const XDS_TYPE_URLS = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL] as const;
 
-/** The readiness task names, one per type: pending until that type's first response is applied. */
-export const XDS_READINESS_TASKS: Record<AdsTypeUrl, string> = {
-  [ADDRESS_TYPE_URL]: 'xds: workloads and services',
-  [AUTHORIZATION_TYPE_URL]: 'xds: authorization policies',
-};
-
-/** PEM roots from a RootCaSource; names the variable and file when it cannot be read. */
-export function readRootCa(src: RootCaSource, variable: string): string {
-  switch (src.kind) {
-    case 'pem':
-      return src.pem;
-    case 'system':
-      return tls.rootCertificates.join('\n');
-    case 'file':
-      try {
-        const pem = fs.readFileSync(src.path, 'utf8');
-        if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate in it');
-        return pem;
-      } catch (err) {
-        throw new ZtError('ZT_ERR_CONFIG_INVALID', `${variable}: cannot read the root certificate ${src.path}: ${errorMessage(err)}`, { cause: err });
-      }
-  }
-}
-
-/** A token reader: the file re-read on every call (the projected token rotates); missing = none. */
-export function tokenReader(src: TokenSource, onMissing: (message: string) => void): () => string | undefined {
-  if (src.kind === 'literal') return () => src.value;
-  let warned = false;
-  return () => {
-    try {
-      const t = fs.readFileSync(src.path, 'utf8').trim();
-      warned = false;
-      return t === '' ? undefined : t;
-    } catch (err) {
-      if (!warned) onMissing(`AUTH_TOKEN: cannot read ${src.path} (${errorMessage(err)}); connecting without a bearer token`);
-      warned = true;
-      return undefined;
-    }
-  };
-}
-
-/** ztunnel's own SPIFFE identity (POD_NAMESPACE + SERVICE_ACCOUNT), when known. */
-export function ownIdentity(config: Config): string | undefined {
-  const { podNamespace, serviceAccount } = config.self;
-  if (podNamespace === undefined || serviceAccount === undefined) return undefined;
-  return `spiffe://${config.trustDomain}/ns/${podNamespace}/sa/${serviceAccount}`;
-}
-
-/** Upstream's node id `ztunnel~IP~POD.NS~NS.svc.cluster.local` and its metadata. */
-export function xdsNode(config: Config): { id: string; metadata: { [key: string]: JsonValue } } {
-  const { podName, podNamespace, instanceIp } = config.self;
-  const ip = instanceIp ?? '1.1.1.1';
-  const ns = podNamespace ?? '';
-  const metadata: { [key: string]: JsonValue } = { ...config.proxyMetadata };
-  if (podName !== undefined) metadata['NAME'] = podName;
-  if (podNamespace !== undefined) metadata['NAMESPACE'] = podNamespace;
-  if (instanceIp !== undefined) metadata['INSTANCE_IPS'] = instanceIp;
-  if (config.nodeName !== undefined) metadata['NODE_NAME'] = config.nodeName;
-  metadata['CLUSTER_ID'] = config.clusterId;
-  return { id: `ztunnel~${ip}~${podName ?? ''}.${ns}~${ns}.svc.cluster.local`, metadata };
-}
 
 /** What one Address response did, for the App's follow-ups. */
 export interface AddressChange {
