@@ -8,6 +8,9 @@ import fs from 'node:fs';
 import tls from 'node:tls';
 import type { Config, JsonValue, RootCaSource, TokenSource } from './config/types.js';
 import { ZtError, errorMessage } from './errors.js';
+import { DEFAULTS } from './config/env.js';
+
+const DEFAULT_ROOT_CA_PATH = DEFAULTS.rootCaPath;
 
 /** PEM roots from a RootCaSource; names the variable and file when it cannot be read. */
 export function readRootCa(src: RootCaSource, variable: string): string {
@@ -22,7 +25,9 @@ export function readRootCa(src: RootCaSource, variable: string): string {
         if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new Error('no PEM certificate in it');
         return pem;
       } catch (err) {
-        throw new ZtError('ZT_ERR_CONFIG_INVALID', `${variable}: cannot read the root certificate ${src.path}: ${errorMessage(err)}`, { cause: err });
+        // The default path is where a pod mounts istio-ca-root-cert; elsewhere, say how to go on.
+        const hint = src.path === DEFAULT_ROOT_CA_PATH ? ' (ztunnel-ts talks to istiod because no LOCAL_XDS_PATH/LOCAL_XDS is set: set XDS_ROOT_CA to istiod\'s root, or run from a local config file)' : '';
+        throw new ZtError('ZT_ERR_CONFIG_INVALID', `${variable}: cannot read the root certificate ${src.path}: ${errorMessage(err)}${hint}`, { cause: err });
       }
   }
 }

@@ -23,6 +23,15 @@ const baseEnv = {
   XDS_ADDRESS: '',
 };
 
+t.test('without a local config it talks to istiod; a missing root says which variable and how to go on, and exits 1', async (t) => {
+  const { XDS_ADDRESS: _none, ...env } = baseEnv;
+  const r = spawnSync(process.execPath, [main], { env: { ...env, XDS_ROOT_CA: path.join(dir, 'no-such-root.pem') }, encoding: 'utf8', timeout: 20_000 });
+  t.equal(r.status, 1);
+  t.match(r.stderr, /XDS_ROOT_CA|CA_ROOT_CA/);
+  t.match(r.stderr, 'no-such-root.pem');
+  t.match(r.stderr, /ENOENT/);
+});
+
 t.test('a malformed local config names the file, the key and the problem, and exits non-zero', async (t) => {
   const file = path.join(dir, 'bad.yaml');
   fs.writeFileSync(file, 'workloads:\n- name: a\n  namespace: default\n  workloadIps: ["10.0.0.300"]\n');
