@@ -7,7 +7,7 @@
 //   rr     keep-alive request/response (100 B → 1 KiB) over 32 connections: req/s, CPU ms per 1k req
 //   conn   new connections (1-byte echo), concurrency 20: conn/s, CPU ms per connection
 //   idle   1000 idle connections: RSS added per connection on A and on B, and idle RSS
-// Usage (after a build): node dist/bench/hbone-path.bench.js [--mb N] [--rr-seconds S] [--conns N] [--idle N] [--dist DIR]
+// Usage (after a build): node dist/bench/hbone-path.bench.js [--mb N] [--rr-seconds S] [--conns N] [--idle N] [--dist DIR] [--node-args '--flag ...']
 //   --dist DIR  run the ztunnels from another build (e.g. a copy of dist/ made before a change)
 // Must never: pass or fail on a timing (it prints figures), leave a child running.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -69,7 +69,18 @@ async function runSide(node: string, hboneTarget: string | undefined, caDir: str
   const { createWriteStream } = await import('node:fs');
   const app = new App(config, { logDestination: createWriteStream('/dev/null') });
   const ports = await app.start();
-  process.stdout.write(`${JSON.stringify(ports)}\n`);
+  process.stdout.write(`PORTS ${JSON.stringify(ports)}\n`);
+  // The parent asks for the heap after a full GC (children run with --expose-gc).
+  process.on('message', (m) => {
+    if (typeof m === 'string' && m.startsWith('snap ')) {
+      void import('node:v8').then((v8) => process.send!({ file: v8.writeHeapSnapshot(m.slice(5)) }));
+      return;
+    }
+    if (m !== 'mem') return;
+    (globalThis as { gc?: () => void }).gc?.();
+    const u = process.memoryUsage();
+    process.send!({ heapUsed: u.heapUsed, external: u.external, arrayBuffers: u.arrayBuffers, rss: u.rss });
+  });
   process.stdin.resume();
   process.stdin.on('end', () => void app.stop().then(() => process.exit(0)));
 }
@@ -79,18 +90,37 @@ interface Side {
   ports: { socks5?: number | undefined; inbound: number };
 }
 
-async function spawnSide(args: string[]): Promise<Side> {
-  const child = spawn(process.execPath, [join(HERE, 'hbone-path.bench.js'), ...args], { stdio: ['pipe', 'pipe', 'inherit'] });
+async function spawnSide(args: string[], nodeArgs: string[]): Promise<Side> {
+  const child = spawn(process.execPath, ['--expose-gc', ...nodeArgs, join(HERE, 'hbone-path.bench.js'), ...args], {
+    stdio: ['pipe', 'pipe', 'inherit', 'ipc'],
+  });
+  child.channel?.unref();
   const line = await new Promise<string>((resolve, reject) => {
     let buf = '';
     child.stdout!.on('data', (d: Buffer) => {
+      // Anything else the child prints (e.g. --trace-gc) goes to stderr.
+      process.stderr.write(d);
       buf += d.toString();
-      const i = buf.indexOf('\n');
-      if (i >= 0) resolve(buf.slice(0, i));
+      const m = /^PORTS (.*)$/m.exec(buf);
+      if (m) resolve(m[1]!);
     });
     child.once('exit', (c) => reject(new Error(`side exited ${c}`)));
   });
   return { child, ports: JSON.parse(line) as Side['ports'] };
+}
+
+interface Mem {
+  heapUsed: number;
+  external: number;
+  arrayBuffers: number;
+  rss: number;
+}
+
+function memOf(child: ChildProcess): Promise<Mem> {
+  return new Promise((resolve) => {
+    child.once('message', (m) => resolve(m as Mem));
+    child.send('mem');
+  });
 }
 
 function cpuMs(pid: number): number {
@@ -155,6 +185,7 @@ async function main(): Promise<void> {
       conns: { type: 'string', default: '2000' },
       idle: { type: 'string', default: '1000' },
       label: { type: 'string', default: '' },
+      'node-args': { type: 'string', default: '' },
     },
   });
   const distDir = values.dist ?? join(HERE, '..');
@@ -163,8 +194,9 @@ async function main(): Promise<void> {
   const caDir = mkdtempSync(join(os.tmpdir(), 'hbone-bench-'));
   const mk = spawn(process.execPath, [join(distDir, 'src/main.js'), 'ca', 'create', '--out', caDir], { stdio: 'ignore' });
   await new Promise((r) => mk.once('exit', r));
-  const b = await spawnSide(['--side', 'node-b', '--ca', caDir, '--dist', distDir]);
-  const a = await spawnSide(['--side', 'node-a', '--ca', caDir, '--dist', distDir, '--target', String(b.ports.inbound)]);
+  const nodeArgs = values['node-args'] ? values['node-args'].split(' ') : [];
+  const b = await spawnSide(['--side', 'node-b', '--ca', caDir, '--dist', distDir], nodeArgs);
+  const a = await spawnSide(['--side', 'node-a', '--ca', caDir, '--dist', distDir, '--target', String(b.ports.inbound)], nodeArgs);
   const pa = a.child.pid!;
   const pb = b.child.pid!;
   const out = (s: string): void => void process.stdout.write(`${values.label}${s}\n`);
@@ -307,6 +339,16 @@ async function main(): Promise<void> {
     // idle connections
     await new Promise((r) => setTimeout(r, 1500));
     const idleN = Number(values.idle);
+    // HBONE_BENCH_SNAP=/tmp/x: heap snapshots of both sides before (0) and with (1) the idle connections.
+    const snap = async (when: string): Promise<void> => {
+      if (!process.env.HBONE_BENCH_SNAP) return;
+      for (const [c, n] of [[a.child, 'a'], [b.child, 'b']] as const) {
+        c.send(`snap ${process.env.HBONE_BENCH_SNAP}-${n}${when}.heapsnapshot`);
+        await new Promise((r) => c.once('message', r));
+      }
+    };
+    await snap('0');
+    const [ma0, mb0] = [await memOf(a.child), await memOf(b.child)];
     const [ra0, rb0] = [rssKb(pa), rssKb(pb)];
     const idle: net.Socket[] = [];
     for (let i = 0; i < idleN; i += 50) {
@@ -325,6 +367,10 @@ async function main(): Promise<void> {
     }
     await new Promise((r) => setTimeout(r, 3000));
     const [ra1, rb1] = [rssKb(pa), rssKb(pb)];
+    await snap('1');
+    const [ma1, mb1] = [await memOf(a.child), await memOf(b.child)];
+    const per = (x: number, y: number): string => ((y - x) / 1024 / idleN).toFixed(2);
+    out(`idle      after GC, per idle conn: JS heap A ${per(ma0.heapUsed, ma1.heapUsed)} KB B ${per(mb0.heapUsed, mb1.heapUsed)} KB; external A ${per(ma0.external, ma1.external)} KB B ${per(mb0.external, mb1.external)} KB; heap before A ${(ma0.heapUsed / 2 ** 20).toFixed(1)} MB B ${(mb0.heapUsed / 2 ** 20).toFixed(1)} MB`);
     out(`idle      RSS before A ${(ra0 / 1024).toFixed(0)} MB B ${(rb0 / 1024).toFixed(0)} MB; KB per idle conn A ${((ra1 - ra0) / idleN).toFixed(1)} B ${((rb1 - rb0) / idleN).toFixed(1)}`);
     for (const s of idle) s.destroy();
   } finally {

@@ -10,12 +10,17 @@ import { spliceBidirectional, startSpliceWorker, stopSpliceWorker } from './spli
 
 export interface RelayOptions {
   splice: boolean;
-  /** Abort → reset both sides (the tracker's way to close a spliced connection). */
-  signal: AbortSignal;
+  /** Abort → reset both sides (the tracker's way to close a spliced connection); required when splicing. */
+  signal: AbortSignal | undefined;
 }
 
 function isPlainSocket(s: Duplex): s is net.Socket {
   return s instanceof net.Socket && !(s instanceof tls.TLSSocket);
+}
+
+/** Could these two legs be spliced (both plain TCP sockets)? */
+export function maySplice(a: Duplex, b: Duplex): boolean {
+  return isPlainSocket(a) && isPlainSocket(b);
 }
 
 /**
@@ -35,7 +40,7 @@ export async function relay(down: CopySide, up: CopySide, counters: ByteCounters
   const b = up.stream;
   // Only while some ztunnel holds the worker: a connection finishing its connect after
   // stop() must not start a new worker nobody will stop.
-  if (o.splice && spliceUsers > 0 && isPlainSocket(a) && isPlainSocket(b)) {
+  if (o.splice && o.signal && spliceUsers > 0 && isPlainSocket(a) && isPlainSocket(b)) {
     const release = [holdCloseListeners(a), holdCloseListeners(b)];
     try {
       return await spliceBidirectional(a, b, counters, { signal: o.signal });
