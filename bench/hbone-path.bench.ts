@@ -99,7 +99,8 @@ async function spawnSide(args: string[], nodeArgs: string[]): Promise<Side> {
     let buf = '';
     child.stdout!.on('data', (d: Buffer) => {
       // Anything else the child prints (e.g. --trace-gc) goes to stderr.
-      process.stderr.write(d);
+      const other = d.toString().replace(/^PORTS .*\n/m, '');
+      if (other) process.stderr.write(other);
       buf += d.toString();
       const m = /^PORTS (.*)$/m.exec(buf);
       if (m) resolve(m[1]!);
@@ -236,6 +237,7 @@ async function main(): Promise<void> {
       await new Promise((r) => s.once('close', r));
     }
 
+    out(`start     RSS after start-up and 20 warm-up connections: A ${(rssKb(pa) / 1024).toFixed(0)} MB B ${(rssKb(pb) / 1024).toFixed(0)} MB`);
     const measure = async <T>(fn: () => Promise<T>): Promise<{ r: T; ms: number; a: number; b: number }> => {
       const [ca0, cb0, t0] = [cpuMs(pa), cpuMs(pb), performance.now()];
       const r = await fn();
