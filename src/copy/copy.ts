@@ -92,37 +92,58 @@ class Pump {
 class Copy {
   closed = 0;
   error: Error | undefined = undefined;
+  c2s!: Pump;
+  s2c!: Pump;
   constructor(readonly resolve: (o: CopyOutcome) => void) {}
   fail(err: Error): void {
     if (!this.error) this.error = err;
   }
 }
 
-/** The pump reading from a stream, and the one writing into it. */
-const kOut = Symbol('copy: pump reading from this stream');
-const kIn = Symbol('copy: pump writing into this stream');
-interface Pumped {
-  [kOut]?: Pump;
-  [kIn]?: Pump;
-  [kCopy]?: Copy;
-}
+/** The one property the copy puts on each of its two streams. */
 const kCopy = Symbol('copy: the connection of this stream');
-const pumpOf = (s: Duplex, k: typeof kOut | typeof kIn): Pump => (s as Duplex & Pumped)[k]!;
+type Pumped = Duplex & { [kCopy]?: Copy };
+const copyOf = (s: Duplex): Copy => (s as Pumped)[kCopy]!;
+/** The pump reading from this stream. */
+const outOf = (s: Duplex): Pump => {
+  const c = copyOf(s);
+  return c.c2s.src.stream === s ? c.c2s : c.s2c;
+};
+/** The pump writing into this stream. */
+const inOf = (s: Duplex): Pump => {
+  const c = copyOf(s);
+  return c.c2s.src.stream === s ? c.s2c : c.c2s;
+};
 
 export function copyBidirectional(client: CopySide, server: CopySide, counters: ByteCounters): Promise<CopyOutcome> {
   return new Promise((resolve) => {
     const copy = new Copy(resolve);
-    startPump(new Pump(client, server, counters, 'clientToServer', copy));
-    startPump(new Pump(server, client, counters, 'serverToClient', copy));
-    (client.stream as Duplex & Pumped)[kCopy] = copy;
-    (server.stream as Duplex & Pumped)[kCopy] = copy;
-    client.stream.on('close', onStreamClosed);
-    server.stream.on('close', onStreamClosed);
+    copy.c2s = new Pump(client, server, counters, 'clientToServer', copy);
+    copy.s2c = new Pump(server, client, counters, 'serverToClient', copy);
+    for (const s of [client.stream, server.stream] as Pumped[]) {
+      s[kCopy] = copy;
+      // 'close' and 'end' come once per stream, and a second 'error' is harmless here: `on`
+      // saves the wrapper `once` allocates per listener.
+      s.on('data', onData);
+      s.on('drain', onDrain);
+      s.on('end', onEnd);
+      s.on('error', onError);
+      s.on('close', onClose);
+    }
   });
 }
 
-function onStreamClosed(this: Duplex): void {
-  const copy = (this as Duplex & Pumped)[kCopy]!;
+/** One 'close' listener per stream: for the pump reading from it, the one writing into it, and the outcome. */
+function onClose(this: Duplex): void {
+  const copy = copyOf(this);
+  // As before the merge: the client's own direction first, then the reverse one.
+  if (copy.c2s.src.stream === this) {
+    srcClosed(copy.c2s);
+    dstClosed(copy.s2c);
+  } else {
+    dstClosed(copy.c2s);
+    srcClosed(copy.s2c);
+  }
   copy.closed += 1;
   if (copy.closed === 2) copy.resolve({ error: copy.error });
 }
@@ -150,9 +171,10 @@ let flushScheduled = false;
 
 function flushCorked(): void {
   flushScheduled = false;
-  // uncork() may write synchronously, which never corks again here: this list is stable.
-  for (let i = 0; i < corked.length; i++) corked[i]!.uncork();
-  corked.length = 0;
+  // Only those corked before this flush: one corked meanwhile has its own flush scheduled.
+  const n = corked.length;
+  for (let i = 0; i < n; i++) corked[i]!.uncork();
+  corked.splice(0, n);
 }
 
 function corkUntilCheck(to: Writable): void {
@@ -164,23 +186,8 @@ function corkUntilCheck(to: Writable): void {
   }
 }
 
-function startPump(p: Pump): void {
-  const from = p.src.stream as Duplex & Pumped;
-  const to = p.dst.stream as Duplex & Pumped;
-  from[kOut] = p;
-  to[kIn] = p;
-  // 'close' and 'end' come once per stream, and a second 'error' is harmless here: `on`
-  // saves the wrapper `once` allocates per listener.
-  from.on('data', onData);
-  to.on('drain', onDrain);
-  to.on('close', onDstClose);
-  from.on('end', onEnd);
-  from.on('error', onError);
-  from.on('close', onSrcClose);
-}
-
 function onData(this: Duplex, chunk: Buffer): void {
-  const p = pumpOf(this, kOut);
+  const p = outOf(this);
   const to = p.dst.stream;
   if (to.destroyed) {
     // Nobody left to take these bytes (and no 'drain' would ever come): reset this side.
@@ -194,18 +201,17 @@ function onData(this: Duplex, chunk: Buffer): void {
 }
 
 function onDrain(this: Duplex): void {
-  const from = pumpOf(this, kIn).src.stream;
+  const from = inOf(this).src.stream;
   if (from.isPaused()) from.resume();
 }
 
 /** The destination is gone for good while the source may still have bytes to send. */
-function onDstClose(this: Duplex): void {
-  const p = pumpOf(this, kIn);
+function dstClosed(p: Pump): void {
   if (!p.ended && !p.src.stream.destroyed) p.src.reset();
 }
 
 function onEnd(this: Duplex): void {
-  const p = pumpOf(this, kOut);
+  const p = outOf(this);
   if (p.ended) return;
   p.ended = true;
   const to = p.dst.stream;
@@ -227,15 +233,14 @@ function endLater(p: Pump): void {
 }
 
 function onError(this: Duplex, err: Error): void {
-  const p = pumpOf(this, kOut);
+  const p = outOf(this);
   if (p.errored) return;
   p.errored = true;
   p.copy.fail(err);
   if (!p.dst.stream.destroyed) p.dst.reset();
 }
 
-function onSrcClose(this: Duplex): void {
-  const p = pumpOf(this, kOut);
+function srcClosed(p: Pump): void {
   if (p.ended) return;
   const to = p.dst.stream;
   // Closed without EOF: a clean stream end (e.g. RST_STREAM NO_ERROR/CANCEL) counts as EOF,
