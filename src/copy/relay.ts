@@ -35,20 +35,23 @@ function holdCloseListeners(s: net.Socket): () => void {
   };
 }
 
-export async function relay(down: CopySide, up: CopySide, counters: ByteCounters, o: RelayOptions): Promise<CopyOutcome> {
+export function relay(down: CopySide, up: CopySide, counters: ByteCounters, o: RelayOptions): Promise<CopyOutcome> {
   const a = down.stream;
   const b = up.stream;
   // Only while some ztunnel holds the worker: a connection finishing its connect after
   // stop() must not start a new worker nobody will stop.
-  if (o.splice && o.signal && spliceUsers > 0 && isPlainSocket(a) && isPlainSocket(b)) {
-    const release = [holdCloseListeners(a), holdCloseListeners(b)];
-    try {
-      return await spliceBidirectional(a, b, counters, { signal: o.signal });
-    } finally {
-      for (const r of release) r();
-    }
-  }
+  if (o.splice && o.signal && spliceUsers > 0 && isPlainSocket(a) && isPlainSocket(b)) return spliceHeld(a, b, counters, o.signal);
+  // Not async: the JS copy's own promise, without another promise and frame per connection.
   return copyBidirectional(down, up, counters);
+}
+
+async function spliceHeld(a: net.Socket, b: net.Socket, counters: ByteCounters, signal: AbortSignal): Promise<CopyOutcome> {
+  const release = [holdCloseListeners(a), holdCloseListeners(b)];
+  try {
+    return await spliceBidirectional(a, b, counters, { signal });
+  } finally {
+    for (const r of release) r();
+  }
 }
 
 /**
