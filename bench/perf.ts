@@ -40,6 +40,7 @@ const USAGE = `usage: node dist/bench/perf.js [--quick] [--reps N] [--out FILE.m
   --reps N     repetitions (default 3; medians and min–max over them)
   --out FILE   markdown report (default bench/RESULTS-perf.md)
   --svg FILE   chart of the goal ratios (default: --out with .svg, or bench/perf.svg)
+  --node-args=FLAGS  node flags for the two ztunnels, e.g. --node-args=--max-semi-space-size=2
   --self-check assert the report arithmetic (median, spread, goals, SVG) and exit
 `;
 
@@ -274,7 +275,7 @@ function buildReport(o: { store: SampleStore; reps: number; rows: Row[]; figures
 // ---------- main ----------
 
 async function main(argv: string[]): Promise<number> {
-  let values: { quick?: boolean; reps?: string; out?: string; svg?: string; prefix?: string; 'self-check'?: boolean; help?: boolean };
+  let values: { quick?: boolean; reps?: string; out?: string; svg?: string; prefix?: string; 'node-args'?: string; 'self-check'?: boolean; help?: boolean };
   try {
     values = parseArgs({
       args: argv,
@@ -285,6 +286,7 @@ async function main(argv: string[]): Promise<number> {
         out: { type: 'string' },
         svg: { type: 'string' },
         prefix: { type: 'string' },
+        'node-args': { type: 'string' },
         'self-check': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -329,7 +331,9 @@ async function main(argv: string[]): Promise<number> {
   progress('reading the machine (2 s of background load) ...');
   const machine = await readMachine();
   progress(`machine: ${machine['before the run: load average / machine CPU busy (2 s)']}`);
-  const mesh = await startBenchMesh({ prefix, log: (s) => progress(s) });
+  const ztunnelNodeArgs = values['node-args'] ? values['node-args'].split(' ').filter(Boolean) : undefined;
+  if (ztunnelNodeArgs) progress(`ztunnel node flags: ${ztunnelNodeArgs.join(' ')}`);
+  const mesh = await startBenchMesh({ prefix, ztunnelNodeArgs, log: (s) => progress(s) });
   let baselines: Baselines | undefined;
   try {
     await startServers(mesh);

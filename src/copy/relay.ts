@@ -10,12 +10,17 @@ import { spliceBidirectional, startSpliceWorker, stopSpliceWorker } from './spli
 
 export interface RelayOptions {
   splice: boolean;
-  /** Abort → reset both sides (the tracker's way to close a spliced connection). */
-  signal: AbortSignal;
+  /** Abort → reset both sides (the tracker's way to close a spliced connection); required when splicing. */
+  signal: AbortSignal | undefined;
 }
 
 function isPlainSocket(s: Duplex): s is net.Socket {
   return s instanceof net.Socket && !(s instanceof tls.TLSSocket);
+}
+
+/** Could these two legs be spliced (both plain TCP sockets)? */
+export function maySplice(a: Duplex, b: Duplex): boolean {
+  return isPlainSocket(a) && isPlainSocket(b);
 }
 
 /**
@@ -30,20 +35,23 @@ function holdCloseListeners(s: net.Socket): () => void {
   };
 }
 
-export async function relay(down: CopySide, up: CopySide, counters: ByteCounters, o: RelayOptions): Promise<CopyOutcome> {
+export function relay(down: CopySide, up: CopySide, counters: ByteCounters, o: RelayOptions): Promise<CopyOutcome> {
   const a = down.stream;
   const b = up.stream;
   // Only while some ztunnel holds the worker: a connection finishing its connect after
   // stop() must not start a new worker nobody will stop.
-  if (o.splice && spliceUsers > 0 && isPlainSocket(a) && isPlainSocket(b)) {
-    const release = [holdCloseListeners(a), holdCloseListeners(b)];
-    try {
-      return await spliceBidirectional(a, b, counters, { signal: o.signal });
-    } finally {
-      for (const r of release) r();
-    }
-  }
+  if (o.splice && o.signal && spliceUsers > 0 && isPlainSocket(a) && isPlainSocket(b)) return spliceHeld(a, b, counters, o.signal);
+  // Not async: the JS copy's own promise, without another promise and frame per connection.
   return copyBidirectional(down, up, counters);
+}
+
+async function spliceHeld(a: net.Socket, b: net.Socket, counters: ByteCounters, signal: AbortSignal): Promise<CopyOutcome> {
+  const release = [holdCloseListeners(a), holdCloseListeners(b)];
+  try {
+    return await spliceBidirectional(a, b, counters, { signal });
+  } finally {
+    for (const r of release) r();
+  }
 }
 
 /**

@@ -14,7 +14,7 @@ import type net from 'node:net';
 import type { Service, Workload } from '../config/types.js';
 import { type AuthzConnection, type PolicyStore, buildAuthzConnection } from '../authorize/index.js';
 import { type CopySide, resetSocket, socketSide } from '../copy/copy.js';
-import { relay } from '../copy/relay.js';
+import { maySplice, relay } from '../copy/relay.js';
 import { ZtError, errorMessage } from '../errors.js';
 import { spiffeIdOfWorkload } from '../identity/spiffe.js';
 import type { ConnectionRecord } from '../record/telemetry.js';
@@ -44,21 +44,28 @@ export interface LocalDelivery {
   refuse(err: ZtError): void;
 }
 
-/** An HTTP/2 CONNECT stream as one side of a relay (both directions use it). */
-export function h2StreamSide(stream: http2.Http2Stream): CopySide {
+/** An HTTP/2 CONNECT stream as one side of a relay (both directions use it); methods, not closures. */
+class H2StreamSide implements CopySide {
   // Node drops stream.session before 'close': keep our own reference to the session.
-  const session = stream.session;
-  return {
-    stream,
-    // destroy() sends RST_STREAM (INTERNAL_ERROR) alone; close(code) would first send an
-    // END_STREAM that the peer would take for a clean half-close.
-    reset: () => {
-      if (!stream.destroyed) stream.destroy(new Error('connection reset'));
-    },
-    // RST_STREAM NO_ERROR/CANCEL counts as EOF (as upstream); a session that died under
-    // the stream (connection lost, forced close) is a reset.
-    closedCleanly: () => (stream.rstCode === NO_ERROR || stream.rstCode === CANCEL) && !(session?.destroyed ?? true),
-  };
+  private readonly session: http2.Http2Session | undefined;
+  constructor(readonly stream: http2.Http2Stream) {
+    this.session = stream.session;
+  }
+  // destroy() sends RST_STREAM (INTERNAL_ERROR) alone; close(code) would first send an
+  // END_STREAM that the peer would take for a clean half-close.
+  reset(): void {
+    if (!this.stream.destroyed) this.stream.destroy(new Error('connection reset'));
+  }
+  // RST_STREAM NO_ERROR/CANCEL counts as EOF (as upstream); a session that died under
+  // the stream (connection lost, forced close) is a reset.
+  closedCleanly(): boolean {
+    const code = this.stream.rstCode;
+    return (code === NO_ERROR || code === CANCEL) && !(this.session?.destroyed ?? true);
+  }
+}
+
+export function h2StreamSide(stream: http2.Http2Stream): CopySide {
+  return new H2StreamSide(stream);
 }
 
 /** What trackedRelay needs to know about a connection, besides its two sides. */
@@ -77,18 +84,21 @@ export async function trackedRelay(
   bytes: ByteCounters,
 ): Promise<Error | undefined> {
   let abortError: Error | undefined;
-  const aborter = new AbortController();
+  // Only a spliced connection needs a signal (its sockets live in the splice worker); an
+  // HBONE leg is reset directly, without an AbortController per connection.
+  const splice = ctx.config.spliceEnabled && maySplice(down.stream, up.stream);
+  const aborter = splice ? new AbortController() : undefined;
   const untrack = ctx.tracker.add({
     ...info,
     abort: (err) => {
       abortError ??= err;
-      aborter.abort();
+      aborter?.abort();
       down.reset();
       up.reset();
     },
   });
   try {
-    const outcome = await relay(down, up, bytes, { splice: ctx.config.spliceEnabled, signal: aborter.signal });
+    const outcome = await relay(down, up, bytes, { splice, signal: aborter?.signal });
     return abortError ?? outcome.error;
   } finally {
     untrack();

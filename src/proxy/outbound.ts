@@ -51,7 +51,7 @@ export class OutboundProxy {
   private accept(socket: net.Socket, dst: Destination, hooks: OutboundHooks): void {
     const { ctx } = this;
     ctx.telemetry.socketOpened('source');
-    socket.once('close', () => ctx.telemetry.socketClosed('source'));
+    socket.on('close', () => ctx.telemetry.socketClosed('source'));
     socket.on('error', () => undefined);
     const srcIp = canonicalIp(socket.remoteAddress ?? '');
     // A client that reset right after the handshake has no peer address any more.

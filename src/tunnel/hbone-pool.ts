@@ -233,7 +233,7 @@ export class HbonePool {
     // Never without an 'error' listener: an RST_STREAM or a dying session may arrive at any
     // time, also between the response and the caller's own listener.
     stream.on('error', () => undefined);
-    stream.once('close', () => this.release(pooled));
+    stream.on('close', () => this.release(pooled));
     // Health probe: a session that has been quiet gets a PING along with this CONNECT; and
     // if the answer is still missing after probeAfterMs, the peer has been quiet that long
     // by then (e.g. a partition that began just before the CONNECT): probe again.

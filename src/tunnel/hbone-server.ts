@@ -316,7 +316,7 @@ export class HboneServer {
     session.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => {
       stream.on('error', () => undefined);
       earlyResets.open(Date.now());
-      stream.once('close', () => {
+      stream.on('close', () => {
         // The peer ended a stream we had not answered yet: the rapid-reset pattern.
         if (!stream.headersSent && stream.rstCode !== undefined && stream.rstCode !== http2.constants.NGHTTP2_NO_ERROR && !ownReset.has(stream)) {
           if (earlyResets.reset(Date.now())) calm(`HTTP/2 rapid reset (more than ${this.limits.maxEarlyResets} streams, and most of those opened, reset before an answer in ${this.limits.windowMs} ms)`);
