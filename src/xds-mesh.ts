@@ -10,7 +10,7 @@
 import { PolicyStore, type AuthzLog } from './authorize/index.js';
 import type { Authorization, Config, Workload } from './config/types.js';
 import { readRootCa, tokenReader, xdsNode } from './istiod.js';
-import { MeshStore, type MeshAddress } from './state/mesh-store.js';
+import { MeshStore, type MeshAddress, type MeshUpsert } from './state/mesh-store.js';
 import type { AddressModel } from './xds/address-to-model.js';
 import { AdsClient, type AdsState, type AdsTypeUrl, type AdsUpsert } from './xds/ads-client.js';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from './xds/protos.js';
@@ -41,7 +41,6 @@ export interface XdsMeshOptions {
 export class XdsMesh {
   readonly store = new MeshStore();
   policies: PolicyStore;
-  private readonly policyMap = new Map<string, Authorization>();
   private readonly client: AdsClient;
   private readonly seen = new Set<AdsTypeUrl>();
   private readonly o: XdsMeshOptions;
@@ -99,21 +98,14 @@ export class XdsMesh {
       const before = byUid.get(w.uid);
       if (before !== undefined && before.node !== w.node) removedOrMovedUids.push(w.uid);
     }
-    this.store.applyAddresses(
-      upserts.map((u) => ({ name: u.name, model: u.model as MeshAddress })),
-      removals,
-    );
+    // An AdsUpsert is a MeshUpsert (name + model; AddressModel and MeshAddress are one shape): no copy.
+    this.store.applyAddresses(upserts as readonly MeshUpsert<MeshAddress>[], removals);
     this.o.onAddresses({ upsertedWorkloads, removedOrMovedUids });
   }
 
   private applyPolicies(upserts: AdsUpsert<Authorization>[], removals: string[]): void {
-    this.store.applyPolicies(
-      upserts.map((u) => ({ name: u.name, model: u.model })),
-      removals,
-    );
-    for (const name of removals) this.policyMap.delete(name);
-    for (const u of upserts) this.policyMap.set(`${u.model.namespace}/${u.model.name}`, u.model);
-    this.policies = new PolicyStore([...this.policyMap.values()], this.o.authzLog);
+    this.store.applyPolicies(upserts, removals);
+    this.policies = new PolicyStore(this.store.policyList(), this.o.authzLog);
     this.o.onPolicies();
   }
 }

@@ -347,6 +347,11 @@ export class MeshStore implements MeshReader {
     if (removals.length > 0 || upserts.length > 0) this.configCache = undefined;
   }
 
+  /** The policies held, in arrival order (without building the whole `config`). */
+  policyList(): Authorization[] {
+    return [...this.policies.values()];
+  }
+
   upsertWorkload(w: Workload): void {
     this.upsertWorkloadNoFlush(w);
     this.flush();
