@@ -7,15 +7,17 @@
 // connections, certificates, HBONE server identity) and re-authorizes live connections.
 // Certificates come from a CertificateSource through SecretManager: istiod's CA (config.ca),
 // or the built-in CA; local workloads' certificates are prefetched when the mesh shows them.
-// Start: mesh source → certificates → listeners → ready. Drain: not ready → stop
-// accepting → GOAWAY → wait for connections up to the deadline → force-close → stop.
+// The data path (listeners, HBONE pool and server, proxies: data-plane.ts) runs on this thread
+// when ZTUNNEL_WORKER_THREADS=1, else on that many worker threads (workers/): this thread then
+// keeps the mesh source, the certificates (the leader SecretManager), admin, readiness and
+// metrics, and sends the workers every mesh change and certificate.
+// Start: worker threads → mesh source → certificates → listeners → ready. Drain: not ready →
+// stop accepting → GOAWAY → wait for connections up to the deadline → force-close → stop.
 import fs from 'node:fs';
 import type http from 'node:http';
-import type net from 'node:net';
 import { PolicyStore } from './authorize/index.js';
-import { type CaptureListener, listenCapture, listenPlain, originalDestination } from './capture/listeners.js';
-import { handleSocks5 } from './capture/socks5.js';
 import type { Config, LocalConfig } from './config/types.js';
+import { DataPlane, type DataPlaneDump, type DataPlanePorts, localIdentitiesOf } from './data-plane.js';
 import { ZtError, errorMessage } from './errors.js';
 import { buildAuthorizeDecision, buildRouteDecision } from './explain/index.js';
 import { CertificateAuthority } from './identity/ca.js';
@@ -23,17 +25,12 @@ import { LocalCaSource, type CertificateSource } from './identity/cert-source.js
 import { SecretManager } from './identity/secret-manager.js';
 import { spiffeIdOfWorkload } from './identity/spiffe.js';
 import { Readiness, startAdminServer, startReadinessServer, startStatsServer, closeServer } from './admin/index.js';
-import { acquireSpliceWorker, releaseSpliceWorker } from './copy/relay.js';
-import { ConnectionTracker } from './proxy/connection-tracker.js';
-import { InboundProxy } from './proxy/inbound.js';
-import { OutboundProxy } from './proxy/outbound.js';
-import { type MeshView, type ProxyContext, findLocalWorkloadByIp, isLocalWorkload } from './proxy/proxy-context.js';
+import type { ConnectionTracker } from './proxy/connection-tracker.js';
+import { type MeshView, isLocalWorkload } from './proxy/proxy-context.js';
 import { Telemetry } from './record/telemetry.js';
 import { ProxyState } from './state/proxy-state.js';
-import { h2TuningOf } from './tunnel/h2-settings.js';
-import { HbonePool } from './tunnel/hbone-pool.js';
-import { HboneServer } from './tunnel/hbone-server.js';
 import { XDS_READINESS_TASKS, ownIdentity, readRootCa, tokenReader } from './istiod.js';
+import { DataPlaneWorkers, type WorkerDump } from './workers/data-plane-workers.js';
 import type { AddressChange, XdsMesh } from './xds-mesh.js';
 
 /** The mesh before its source has been read (start() reads it). */
@@ -68,7 +65,6 @@ export class App {
   readonly config: Config;
   readonly telemetry: Telemetry;
   readonly readiness = new Readiness();
-  readonly tracker = new ConnectionTracker();
   readonly secrets: SecretManager;
   private view: MeshView;
   /** Set when the mesh comes from istiod (config.xds). */
@@ -79,21 +75,18 @@ export class App {
    */
   private localConfigModule: LocalConfigModule | undefined;
   private readonly xdsBackoffMs: AppOptions['xdsBackoffMs'];
-  private readonly pool: HbonePool;
-  private readonly hboneServer: HboneServer;
-  private readonly inbound: InboundProxy;
-  private readonly outbound: OutboundProxy;
-  private readonly ctx: ProxyContext;
-  private listeners: CaptureListener[] = [];
+  private readonly byteFlushIntervalMs: number | undefined;
+  /** The data path on this thread (ZTUNNEL_WORKER_THREADS=1), else undefined. */
+  private readonly plane: DataPlane | undefined;
+  /** The data-path worker threads (ZTUNNEL_WORKER_THREADS ≥ 2), created by start(). */
+  private workers: DataPlaneWorkers | undefined;
   private httpServers: http.Server[] = [];
   private inboundTransparent = false;
-  private spliceAcquired = false;
-  private outboundTransparent = false;
   private watcher: fs.FSWatcher | undefined;
   private reloadTimer: NodeJS.Timeout | undefined;
   private draining: Promise<void> | undefined;
   private bound: BoundPorts | undefined;
-  /** The loop guard: upstream's fixed ports plus whatever we actually bound. */
+  /** The loop guard as /debug/route applies it: upstream's fixed ports plus whatever we bound. */
   private readonly illegalPorts = new Set<number>();
   private markStopped: () => void = () => undefined;
   /** Resolves once the app has stopped (drained or stopped). */
@@ -108,6 +101,7 @@ export class App {
     this.illegalPorts.delete(0);
     this.readiness.pending('state manager');
     this.readiness.pending('proxy');
+    this.byteFlushIntervalMs = opts.byteFlushIntervalMs;
     this.telemetry = new Telemetry({
       logFormat: config.logFormat,
       logLevel: config.logLevel,
@@ -119,44 +113,21 @@ export class App {
     });
     this.secrets = new SecretManager(opts.certificateSource ?? this.istiodCa() ?? new LocalCaSource(opts.ca ?? this.loadCa()), {
       onRenewalError: (id, err) => this.telemetry.log.warn({ scope: 'identity', identity: id, error: errorMessage(err) }, 'certificate issuance failed'),
+      // Worker threads serve every certificate this thread issues (first ones and renewals).
+      onIssued: (issued) => this.workers?.certificateIssued(issued),
     });
+    this.telemetry.onLogLevel((level) => this.workers?.logLevel(level));
     this.xdsBackoffMs = opts.xdsBackoffMs;
     if (config.xds) for (const task of Object.values(XDS_READINESS_TASKS)) this.readiness.pending(task);
     this.view = this.buildView(NO_MESH);
-    const app = this;
-    this.ctx = {
-      config,
-      telemetry: this.telemetry,
-      secrets: this.secrets,
-      tracker: this.tracker,
-      view: () => app.view,
-      illegalPorts: this.illegalPorts,
-      inboundTransparent: () => app.inboundTransparent,
-      outboundTransparent: () => app.outboundTransparent,
-    };
-    const tuning = h2TuningOf(config);
-    this.pool = new HbonePool({
-      tuning,
-      maxStreamsPerConnection: config.poolMaxStreamsPerConnection,
-      idleReleaseMs: config.poolUnusedReleaseTimeoutMs,
-      connectTimeoutMs: config.connectTimeoutMs,
-      mark: config.packetMark,
-      onSpoofFailure: (err) => this.telemetry.log.warn({ scope: 'outbound', error: errorMessage(err) }, 'original source unavailable; connecting unspoofed'),
-    });
-    this.inbound = new InboundProxy(this.ctx);
-    this.outbound = new OutboundProxy(this.ctx, this.pool);
-    this.hboneServer = new HboneServer({
-      tuning,
-      trustDomain: config.trustDomain,
-      identityFor: (ip) => {
-        const w = findLocalWorkloadByIp(this.ctx, ip);
-        return w ? spiffeIdOfWorkload(w) : undefined;
-      },
-      tlsFor: (identity) => this.secrets.peekTlsOptions(identity) ?? this.secrets.fetch(identity),
-      onStream: (stream, headers, peer) => this.inbound.handleStream(stream, headers, peer),
-      onRejected: ({ peerAddr, localAddr, reason, peerIdentity }) =>
-        this.telemetry.earlyDeny('inbound', peerAddr, localAddr, reason, peerIdentity ? { 'src.identity': peerIdentity } : undefined),
-    });
+    this.plane =
+      config.workerThreads > 1 ? undefined : new DataPlane(config, { telemetry: this.telemetry, secrets: this.secrets, view: () => this.view });
+  }
+
+  /** This thread's live connections (only when the data path runs here: ZTUNNEL_WORKER_THREADS=1). */
+  get tracker(): ConnectionTracker {
+    if (!this.plane) throw new Error('the data path runs on worker threads (ZTUNNEL_WORKER_THREADS > 1); see collectConfigDump()');
+    return this.plane.tracker;
   }
 
   /**
@@ -200,6 +171,8 @@ export class App {
         authzLog: (msg, fields) => this.telemetry.log.info({ scope: 'authorization', ...fields }, msg),
         onAddresses: (change) => this.onXdsAddresses(change),
         onPolicies: () => this.onXdsPolicies(),
+        // The worker threads replay each applied delta into their own stores, in order.
+        onDelta: (delta) => this.workers?.meshDelta(delta),
         onFirstResponse: (typeUrl) => {
           this.readiness.ready(XDS_READINESS_TASKS[typeUrl] ?? typeUrl);
           this.telemetry.log.info({ scope: 'xds', typeUrl, ...xds.store.size }, 'first xDS response applied');
@@ -211,7 +184,9 @@ export class App {
       xds.start();
     } else {
       this.localConfigModule = await import('./config/local-config.js');
-      this.view = this.buildView(this.loadLocalConfig());
+      const local = this.loadLocalConfig();
+      this.view = this.buildView(local);
+      this.workers?.meshLocal(local, false);
     }
     this.readiness.ready('state manager');
     // Certificates of the local workloads are fetched ahead of their first connection.
@@ -246,52 +221,31 @@ export class App {
   /** Bind every listener; resolves when ready. Throws (start-up error) if any bind fails. */
   async start(): Promise<BoundPorts> {
     const c = this.config;
-    const mark = c.proxyMode === 'node' ? undefined : c.packetMark;
     try {
+      // The worker threads first: every mesh message reaches them in order from the first one.
+      if (this.plane === undefined) {
+        this.workers = new DataPlaneWorkers({
+          config: c,
+          count: c.workerThreads,
+          mesh: c.xds ? 'xds' : 'local',
+          telemetry: this.telemetry,
+          secrets: this.secrets,
+          byteFlushIntervalMs: this.byteFlushIntervalMs,
+          version: VERSION,
+        });
+      }
       await this.startMeshSource();
     } catch (err) {
       await this.stop();
       throw err;
     }
     try {
-      const outbound = await listenCapture({
-        host: c.bindAddress,
-        port: c.ports.outbound,
-        transparent: c.enableOrigSrc,
-        mark,
-        onConnection: (s) => this.outbound.handle(s, originalDestination(s)),
-      });
-      this.listeners.push(outbound);
-      const plaintext = await listenCapture({
-        host: c.bindAddress,
-        port: c.ports.inboundPlaintext,
-        transparent: c.enableOrigSrc,
-        mark,
-        onConnection: (s) => this.inbound.handlePlaintext(s, originalDestination(s)),
-      });
-      this.listeners.push(plaintext);
-      const hbone = await listenCapture({
-        host: c.bindAddress,
-        port: c.ports.inbound,
-        transparent: c.enableOrigSrc,
-        mark,
-        allowHalfOpen: false,
-        onConnection: (s) => this.hboneServer.handleSocket(s),
-      });
-      this.listeners.push(hbone);
-      this.inboundTransparent = hbone.transparent && plaintext.transparent && c.enableOrigSrc !== false;
-      // Node mode: outbound leaves from the pod's own IP so the peer can deliver with it.
-      this.outboundTransparent = c.proxyMode === 'node' && outbound.transparent && c.enableOrigSrc !== false;
-      let socks5: number | undefined;
-      if (c.enableSocks5) {
-        const l = await listenPlain('127.0.0.1', c.ports.socks5, (s) => this.handleSocks5(s));
-        this.listeners.push(l);
-        socks5 = l.port;
-      }
+      const data: DataPlanePorts = this.plane ? await this.plane.listen({ reusePort: false, socks5: true }) : await this.workers!.listen();
+      this.inboundTransparent = data.inboundTransparent;
       const admin = await startAdminServer({
         host: c.adminBindAddress,
         port: c.ports.admin,
-        configDump: () => this.configDump(),
+        configDump: () => this.collectConfigDump(),
         telemetry: this.telemetry,
         onQuit: () => this.drain(),
         // `ztunnel-ts explain` asks these: the same pure route and authorize functions the data path runs.
@@ -307,15 +261,15 @@ export class App {
           authorize: (q) => buildAuthorizeDecision(this.view.state, this.view.policies, { ...q, nodeName: c.nodeName, network: c.network }),
         },
       });
-      const stats = await startStatsServer({ host: c.bindAddress, port: c.ports.stats, registry: this.telemetry.registry });
+      const stats = await startStatsServer({ host: c.bindAddress, port: c.ports.stats, metrics: () => this.metricsText() });
       const ready = await startReadinessServer({ host: c.bindAddress, port: c.ports.readiness, readiness: this.readiness });
       this.httpServers.push(admin, stats, ready);
-      for (const l of this.listeners) this.illegalPorts.add(l.port);
+      for (const p of [data.outbound, data.inboundPlaintext, data.inbound, data.socks5]) if (p !== undefined) this.illegalPorts.add(p);
       this.bound = {
-        outbound: outbound.port,
-        inboundPlaintext: plaintext.port,
-        inbound: hbone.port,
-        socks5,
+        outbound: data.outbound,
+        inboundPlaintext: data.inboundPlaintext,
+        inbound: data.inbound,
+        socks5: data.socks5,
         admin: portOf(admin),
         stats: portOf(stats),
         readiness: portOf(ready),
@@ -323,10 +277,6 @@ export class App {
     } catch (err) {
       await this.stop();
       throw err instanceof ZtError ? err : new ZtError('ZT_ERR_NATIVE', `cannot start listeners: ${errorMessage(err)}`, { cause: err });
-    }
-    if (c.spliceEnabled) {
-      this.spliceAcquired = true;
-      await acquireSpliceWorker();
     }
     this.watchLocalConfig();
     this.readiness.ready('proxy');
@@ -337,6 +287,7 @@ export class App {
         node: c.nodeName ?? '',
         ports: JSON.stringify(this.bound),
         originalSource: this.inboundTransparent,
+        workerThreads: c.workerThreads,
         workloads: this.view.state.workloadsByUid.size,
         source: this.xds ? `xds ${c.xds?.address ?? ''}` : 'local',
       },
@@ -345,27 +296,15 @@ export class App {
     return this.bound;
   }
 
+  /** /metrics: this thread's registry, summed with the worker threads' when there are any. */
+  private async metricsText(): Promise<string> {
+    if (!this.workers) return this.telemetry.registry.metrics();
+    return this.workers.metrics(await this.telemetry.registry.getMetricsAsJSON());
+  }
+
   ports(): BoundPorts {
     if (!this.bound) throw new Error('not started');
     return this.bound;
-  }
-
-  private handleSocks5(socket: net.Socket): void {
-    handleSocks5(
-      socket,
-      (host) => {
-        for (const s of this.view.state.config.services) {
-          if (s.hostname === host || `${s.name}.${s.namespace}` === host || s.name === host) return s.vips[0]?.address;
-        }
-        return undefined;
-      },
-      (target, answer) =>
-        this.outbound.handle(socket, target, {
-          onEstablished: () => answer.ok(),
-          onFailed: (err) => answer.fail(err.code === 'ZT_ERR_HBONE_STATUS' || err.code === 'ZT_ERR_AUTHZ_DENIED'),
-        }),
-      (reason) => this.telemetry.log.warn({ scope: 'socks5', error: reason }, 'bad SOCKS5 request'),
-    );
   }
 
   /** Swap in a new local config; a bad one is refused and the old one stays in force. */
@@ -379,6 +318,7 @@ export class App {
       return false;
     }
     this.view = this.buildView(local);
+    this.workers?.meshLocal(local, true);
     this.telemetry.log.info(
       { scope: 'config', workloads: local.workloads.length, services: local.services.length, policies: local.policies.length },
       'local config reloaded',
@@ -410,36 +350,37 @@ export class App {
 
   /** The SPIFFE identities of the workloads this ztunnel serves now. */
   private localIdentities(): Set<string> {
-    const ids = new Set<string>();
-    for (const w of this.view.state.workloadsByUid.values()) if (isLocalWorkload(this.config, w)) ids.add(spiffeIdOfWorkload(w));
-    return ids;
+    return localIdentitiesOf(this.config, this.view.state);
   }
 
+  /**
+   * Workloads that are gone (or moved to another node) lose their connections, their
+   * certificates and their HBONE server identity. Worker threads do their part when the same
+   * change reaches them; this thread drops the certificates it renews.
+   */
   private pruneRemovedWorkloads(): void {
-    const { state } = this.view;
-    const closed = this.tracker.closeRemovedWorkloads(
-      (uid) => {
-        const w = state.workloadsByUid.get(uid);
-        return w !== undefined && isLocalWorkload(this.config, w);
-      },
-      () => new ZtError('ZT_ERR_WORKLOAD_REMOVED', 'connection closed: its workload was removed from this node'),
-    );
-    const keep = this.localIdentities();
-    const dropped = this.secrets.retainOnly(keep);
+    let closed = 0;
+    let dropped: string[];
+    let keep: Set<string>;
+    if (this.plane) {
+      ({ closed, dropped, keep } = this.plane.pruneRemovedWorkloads());
+    } else {
+      keep = this.localIdentities();
+      dropped = this.secrets.retainOnly(keep);
+    }
     for (const id of keep) this.secrets.prefetch(id);
-    this.hboneServer.retainIdentities(keep);
     if (closed || dropped.length) {
       this.telemetry.log.info({ scope: 'config', closed, identities: dropped.join(',') }, 'removed workloads: connections closed, certificates dropped');
     }
   }
 
-  /** Re-evaluate every live inbound connection against the current policies. */
+  /**
+   * Re-evaluate every live inbound connection against the current policies. On worker threads
+   * each one re-checks its own connections when the change reaches it; this returns 0 then.
+   */
   reauthorize(): number {
-    const closed = this.tracker.reauthorize(
-      this.view.policies,
-      (d) => new ZtError('ZT_ERR_POLICY_CHANGED', `connection closed due to policy change: ${d.reason}${d.policy ? ` (${d.policy})` : ''}`),
-      (uid) => this.view.state.workloadsByUid.get(uid),
-    );
+    if (!this.plane) return 0;
+    const closed = this.plane.reauthorize();
     if (closed) this.telemetry.log.info({ scope: 'authorization', closed }, 'closed connections denied by the new policies');
     return closed;
   }
@@ -468,16 +409,44 @@ export class App {
     }
   }
 
+  /** /config_dump with the data path on this thread (ZTUNNEL_WORKER_THREADS=1); collectConfigDump() in general. */
   configDump(): unknown {
+    if (!this.plane) throw new Error('the data path runs on worker threads; use collectConfigDump()');
+    return this.buildConfigDump([{ worker: 0, threadId: 0, ...this.plane.dump() }]);
+  }
+
+  /** /config_dump: this thread's state and every data-path thread's connections, sessions and counts. */
+  async collectConfigDump(): Promise<unknown> {
+    if (this.plane) return this.configDump();
+    return this.buildConfigDump(this.workers ? await this.workers.dump() : []);
+  }
+
+  private buildConfigDump(threads: WorkerDump[]): unknown {
     const { state } = this.view;
+    const sum = (f: (d: DataPlaneDump) => number): number => threads.reduce((n, d) => n + f(d), 0);
     return {
       workloads: state.config.workloads,
       services: state.config.services,
       policies: state.config.policies,
       certificates: this.secrets.dump(),
-      connections: this.tracker.dump(),
-      pool: { sessions: this.pool.sessionCount(), failingFast: this.pool.unreachablePeers() },
-      hboneServer: { sessions: this.hboneServer.sessionCount(), identities: this.hboneServer.identities() },
+      connections: {
+        inbound: threads.flatMap((d) => d.connections.inbound),
+        outbound: threads.flatMap((d) => d.connections.outbound),
+      },
+      pool: { sessions: sum((d) => d.pool.sessions), failingFast: threads.flatMap((d) => d.pool.failingFast) },
+      hboneServer: {
+        sessions: sum((d) => d.hboneServer.sessions),
+        identities: [...new Set(threads.flatMap((d) => d.hboneServer.identities))].sort(),
+      },
+      // Per data-path thread: what each listener accepted there, what is open (how the kernel spread the load).
+      workers: threads.map((d) => ({
+        worker: d.worker,
+        threadId: d.threadId,
+        accepted: d.accepted,
+        connections: d.connections.inbound.length + d.connections.outbound.length,
+        poolSessions: d.pool.sessions,
+        hboneServerSessions: d.hboneServer.sessions,
+      })),
       ...(this.xds ? { xds: this.xds.state() } : {}),
       config: { ...this.config, originalSource: this.inboundTransparent },
       version: { component: 'ztunnel-ts', version: VERSION, node: process.version },
@@ -493,19 +462,9 @@ export class App {
   private async doDrain(): Promise<void> {
     const deadline = this.config.connectionTerminationDeadlineMs;
     this.readiness.pending('draining');
-    this.telemetry.log.info({ scope: 'app', deadlineMs: deadline, open: this.tracker.size }, 'draining');
-    for (const l of this.listeners) l.server.close();
-    this.hboneServer.drain();
-    this.pool.close();
-    const until = Date.now() + deadline;
-    while (this.tracker.size > 0 && Date.now() < until) await sleep(50);
-    if (this.tracker.size > 0) {
-      this.telemetry.log.info({ scope: 'app', open: this.tracker.size }, 'termination deadline reached; closing remaining connections');
-      this.tracker.abortAll(new ZtError('ZT_ERR_DRAINING', 'closed at the termination deadline'));
-      // Let the resets (RST / RST_STREAM) reach the peers before the sessions go.
-      await sleep(50);
-    }
-    this.hboneServer.destroy();
+    this.telemetry.log.info({ scope: 'app', deadlineMs: deadline, open: this.plane?.tracker.size ?? 'on worker threads' }, 'draining');
+    if (this.plane) await this.plane.drain(deadline);
+    else await this.workers?.drain(deadline);
     await this.stop();
   }
 
@@ -515,18 +474,13 @@ export class App {
     if (this.reloadTimer) clearTimeout(this.reloadTimer);
     this.watcher?.close();
     if (this.config.localXdsPath) fs.unwatchFile(this.config.localXdsPath);
-    for (const l of this.listeners) l.server.close();
-    this.listeners = [];
-    this.tracker.abortAll(new ZtError('ZT_ERR_DRAINING', 'ztunnel stopped'));
-    this.hboneServer.destroy();
-    this.pool.destroy();
+    await this.plane?.stop();
+    const workers = this.workers;
+    this.workers = undefined;
+    await workers?.stop();
     await Promise.all(this.httpServers.map((s) => closeServer(s)));
     this.httpServers = [];
     this.secrets.close();
-    if (this.spliceAcquired) {
-      this.spliceAcquired = false;
-      await releaseSpliceWorker();
-    }
     await this.telemetry.close();
     this.markStopped();
   }
@@ -535,8 +489,4 @@ export class App {
 function portOf(s: http.Server): number {
   const a = s.address();
   return typeof a === 'object' && a ? a.port : 0;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

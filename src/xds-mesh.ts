@@ -8,9 +8,9 @@
 // readiness on a type after its first response was applied.
 
 import { PolicyStore, type AuthzLog } from './authorize/index.js';
-import type { Authorization, Config, Workload } from './config/types.js';
+import type { Authorization, Config } from './config/types.js';
 import { readRootCa, tokenReader, xdsNode } from './istiod.js';
-import { MeshStore, type MeshAddress, type MeshUpsert } from './state/mesh-store.js';
+import { MeshStore, type AddressChange, type MeshAddress, type MeshDelta, type MeshUpsert } from './state/mesh-store.js';
 import type { AddressModel } from './xds/address-to-model.js';
 import { AdsClient, type AdsState, type AdsTypeUrl, type AdsUpsert } from './xds/ads-client.js';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from './xds/protos.js';
@@ -18,12 +18,7 @@ import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from './xds/protos.js';
 export const XDS_TYPE_URLS = [ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL] as const;
 
 
-/** What one Address response did, for the App's follow-ups. */
-export interface AddressChange {
-  upsertedWorkloads: Workload[];
-  /** Workloads that are gone or whose node changed (the App closes their local connections). */
-  removedOrMovedUids: string[];
-}
+export type { AddressChange, MeshDelta };
 
 export interface XdsMeshOptions {
   config: Config;
@@ -33,6 +28,8 @@ export interface XdsMeshOptions {
   onAddresses: (change: AddressChange) => void;
   onPolicies: () => void;
   onFirstResponse: (typeUrl: AdsTypeUrl) => void;
+  /** Each applied response as it came (upserts in model form, removals by name): for the worker threads' own stores. */
+  onDelta?: (delta: MeshDelta) => void;
   /** Backoff bounds (tests shorten them). */
   initialBackoffMs?: number;
   maxBackoffMs?: number;
@@ -87,25 +84,16 @@ export class XdsMesh {
   }
 
   private applyAddresses(upserts: AdsUpsert<AddressModel>[], removals: string[]): void {
-    const byUid = this.store.workloadsByUid;
-    const removedOrMovedUids: string[] = [];
-    for (const name of removals) if (byUid.has(name)) removedOrMovedUids.push(name);
-    const upsertedWorkloads: Workload[] = [];
-    for (const u of upserts) {
-      if (u.model.kind !== 'workload') continue;
-      const w = u.model.workload;
-      upsertedWorkloads.push(w);
-      const before = byUid.get(w.uid);
-      if (before !== undefined && before.node !== w.node) removedOrMovedUids.push(w.uid);
-    }
     // An AdsUpsert is a MeshUpsert (name + model; AddressModel and MeshAddress are one shape): no copy.
-    this.store.applyAddresses(upserts as readonly MeshUpsert<MeshAddress>[], removals);
-    this.o.onAddresses({ upsertedWorkloads, removedOrMovedUids });
+    const change = this.store.applyAddresses(upserts as readonly MeshUpsert<MeshAddress>[], removals);
+    this.o.onDelta?.({ kind: 'addresses', upserts: upserts as readonly MeshUpsert<MeshAddress>[], removals });
+    this.o.onAddresses(change);
   }
 
   private applyPolicies(upserts: AdsUpsert<Authorization>[], removals: string[]): void {
     this.store.applyPolicies(upserts, removals);
     this.policies = new PolicyStore(this.store.policyList(), this.o.authzLog);
+    this.o.onDelta?.({ kind: 'policies', upserts, removals });
     this.o.onPolicies();
   }
 }

@@ -77,14 +77,19 @@ export function findEncoding(header: string | undefined): Encoding | undefined {
   return undefined;
 }
 
-export function startStatsServer(o: { host: string; port: number; registry: Registry }): Promise<http.Server> {
+/**
+ * `registry`: serve this prom-client registry; or `metrics`: the Prometheus text from elsewhere
+ * (the main thread's registry summed with the data-path worker threads').
+ */
+export function startStatsServer(o: { host: string; port: number } & ({ registry: Registry } | { metrics: () => Promise<string> })): Promise<http.Server> {
+  const render = 'registry' in o ? () => o.registry.metrics() : o.metrics;
   const server = buildServer(async (req, res) => {
     const path = parseTarget(req).pathname;
     if (path !== '/metrics' && path !== '/stats/prometheus') {
       sendText(res, 404, 'not found\n');
       return;
     }
-    const raw = await o.registry.metrics();
+    const raw = await render();
     const openMetrics = (req.headers.accept ?? '').includes('application/openmetrics-text');
     const body = openMetrics ? buildOpenMetricsText(raw) : buildPrometheusText(raw);
     const headers: http.OutgoingHttpHeaders = {

@@ -25,6 +25,8 @@ export interface ListenOptions {
   allowHalfOpen?: boolean;
   /** Accept queue length; default CAPTURE_BACKLOG. */
   backlog?: number;
+  /** SO_REUSEPORT: one listener per data-path thread on the same port (the kernel spreads connections). */
+  reusePort?: boolean;
   onConnection: (socket: net.Socket) => void;
 }
 
@@ -42,10 +44,11 @@ export function listenCapture(o: ListenOptions): Promise<CaptureListener> {
   let created: { fd: number; transparent: boolean };
   const backlog = o.backlog ?? CAPTURE_BACKLOG;
   try {
+    const reusePort = o.reusePort === true;
     created = createListenerFdBestEffort(
       o.mark === undefined
-        ? { host: o.host, port: o.port, transparent: o.transparent, backlog }
-        : { host: o.host, port: o.port, transparent: o.transparent, mark: o.mark, backlog },
+        ? { host: o.host, port: o.port, transparent: o.transparent, backlog, reusePort }
+        : { host: o.host, port: o.port, transparent: o.transparent, mark: o.mark, backlog, reusePort },
     );
   } catch (err) {
     return Promise.reject(new ZtError('ZT_ERR_NATIVE', `listener ${o.host}:${o.port}: ${(err as Error).message}`, { cause: err }));

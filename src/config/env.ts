@@ -5,6 +5,7 @@
 // Invariant: an invalid value is a start-up error naming the variable, never a silent default.
 // Names follow upstream ztunnel (https://github.com/istio/ztunnel/blob/master/src/config.rs) so existing deployments keep working.
 
+import os from 'node:os';
 import { ZtError } from '../errors.js';
 import { canonicalIp, ipFamily, isLoopbackIp } from '../util/ip.js';
 import { parseDurationMs } from './duration.js';
@@ -35,6 +36,7 @@ export const ENV = {
   RUST_LOG: 'RUST_LOG',
   ACCESS_LOG_ONLY_FAILED: 'ACCESS_LOG_ONLY_FAILED',
   ZTUNNEL_SPLICE: 'ZTUNNEL_SPLICE',
+  ZTUNNEL_WORKER_THREADS: 'ZTUNNEL_WORKER_THREADS',
   UNSTABLE_ENABLE_SOCKS5: 'UNSTABLE_ENABLE_SOCKS5',
   IPV6_ENABLED: 'IPV6_ENABLED',
   LOCAL_CA_CERT: 'LOCAL_CA_CERT',
@@ -94,6 +96,8 @@ export const DEFAULTS = {
   logLevel: 'info' as LogLevel,
   accessLogOnlyFailed: false,
   spliceEnabled: true,
+  /** ZTUNNEL_WORKER_THREADS default: one data-path thread per core the process may use, at most this many. */
+  maxDefaultWorkerThreads: 8,
   enableSocks5: false,
   ipv6Enabled: true,
   ports: {
@@ -370,8 +374,21 @@ function buildControlPlane(env: Env, hasLocalConfig: boolean, builtinCa: boolean
   return { xds, ca };
 }
 
-/** Validates `env` and returns the deep-frozen process configuration; throws ZT_ERR_CONFIG_INVALID. */
+/** Upper bound of ZTUNNEL_WORKER_THREADS (a typo like 1000 is an error, not 1000 threads). */
+export const MAX_WORKER_THREADS = 64;
 
+/**
+ * The default number of data-path threads: the cores this process may run on (CPU affinity,
+ * `os.availableParallelism()`), at most DEFAULTS.maxDefaultWorkerThreads. Upstream's default is
+ * 2 (https://github.com/istio/ztunnel/blob/master/src/config.rs); ztunnel-ts follows the cores
+ * so a big node is not capped, and stops at 8 because each thread holds its own copy of the
+ * mesh and its own HBONE sessions per peer.
+ */
+export function defaultWorkerThreads(): number {
+  return Math.max(1, Math.min(os.availableParallelism(), DEFAULTS.maxDefaultWorkerThreads));
+}
+
+/** Validates `env` and returns the deep-frozen process configuration; throws ZT_ERR_CONFIG_INVALID. */
 export function loadConfig(env: Env): Config {
   const localXdsPath = readString(env, ENV.LOCAL_XDS_PATH);
   // Inline YAML is taken verbatim (no trimming) but a blank value still counts as unset.
@@ -438,6 +455,7 @@ export function loadConfig(env: Env): Config {
     accessLogOnlyFailed: readBool(env, ENV.ACCESS_LOG_ONLY_FAILED) ?? DEFAULTS.accessLogOnlyFailed,
     enableSocks5: readBool(env, ENV.UNSTABLE_ENABLE_SOCKS5) ?? DEFAULTS.enableSocks5,
     spliceEnabled: readBool(env, ENV.ZTUNNEL_SPLICE) ?? DEFAULTS.spliceEnabled,
+    workerThreads: readInt(env, ENV.ZTUNNEL_WORKER_THREADS, 1, MAX_WORKER_THREADS) ?? defaultWorkerThreads(),
     ipv6Enabled,
     localCaCert,
     localCaKey,

@@ -53,6 +53,11 @@ export interface Config {
   connectTimeoutMs: number;
   /** ZTUNNEL_SPLICE: relay TCP ↔ TCP legs with splice(2) in a worker (zero-copy). */
   spliceEnabled: boolean;
+  /**
+   * ZTUNNEL_WORKER_THREADS: data-path threads. 1 = the data path runs on the main thread; N ≥ 2 =
+   * N worker threads, each with its own SO_REUSEPORT listeners, HBONE pool and server.
+   */
+  workerThreads: number;
   /** The delta xDS control plane (istiod); undefined = none (a local config, or XDS_ADDRESS=""). */
   xds: ControlPlaneEndpoint | undefined;
   /** istiod's CA (CA_ADDRESS); undefined = the built-in CA (LOCAL_CA_CERT/KEY, FAKE_CA, or an ephemeral root). */

@@ -12,8 +12,12 @@
 //   back-dated part is not lifetime, and a short-lived certificate would otherwise be due the
 //   moment it arrives. A failed issuance is retried with jittered exponential backoff while the
 //   old certificate keeps being served until it expires.
+// - leader and followers (worker threads): the main thread's manager renews and reports each
+//   certificate (onIssued); a data-path thread runs a follower (rotation 'pushed') that asks
+//   the main thread only for an identity it does not hold and takes renewals by install().
 // Must never: hand out an expired certificate, expose a private key except through the TLS
-// options / SecureContext (dump(), findCertificate() and logs carry certificates only), or keep
+// options / SecureContext and current() / onIssued (to a follower thread of this process;
+// dump(), findCertificate() and logs carry certificates only), or keep
 // the process alive (timers are unref'd). The manager owns its source (close() closes it).
 
 import { X509Certificate } from 'node:crypto';
@@ -67,6 +71,14 @@ export interface SecretManagerOptions {
   retryMaxMs?: number;
   /** [0, 1); jitter of the retry delays (default Math.random). */
   random?: () => number;
+  /** A certificate was issued (first or renewal) and is now served (worker threads get it pushed). */
+  onIssued?: (issued: IssuedIdentity) => void;
+  /**
+   * 'self' (default): this manager renews at half-life. 'pushed': a follower (a data-path worker
+   * thread) never renews on its own: it asks its source only for an identity it does not hold,
+   * and its leader pushes every renewal with install().
+   */
+  rotation?: 'self' | 'pushed';
 }
 
 interface Held {
@@ -93,6 +105,8 @@ export class SecretManager {
   readonly #retryInitialMs: number;
   readonly #retryMaxMs: number;
   readonly #random: () => number;
+  readonly #onIssued: ((issued: IssuedIdentity) => void) | undefined;
+  readonly #renews: boolean;
   readonly #entries = new Map<string, Entry>();
   #closed = false;
 
@@ -104,6 +118,8 @@ export class SecretManager {
     this.#retryInitialMs = opts?.retryInitialMs ?? RETRY_INITIAL_MS;
     this.#retryMaxMs = Math.max(opts?.retryMaxMs ?? RETRY_MAX_MS, this.#retryInitialMs);
     this.#random = opts?.random ?? Math.random;
+    this.#onIssued = opts?.onIssued;
+    this.#renews = (opts?.rotation ?? 'self') === 'self';
   }
 
   /** Where certificates come from ('local CA', 'istiod CA at …'). */
@@ -171,6 +187,39 @@ export class SecretManager {
     };
   }
 
+  /** The identity's valid certificate as issued (key included: for a follower thread only), or undefined. */
+  current(spiffeUri: string): IssuedIdentity | undefined {
+    const entry = this.#entries.get(spiffeUri);
+    return entry ? this.#valid(spiffeUri, entry)?.issued : undefined;
+  }
+
+  /**
+   * A follower takes a certificate its leader issued (a renewal, or an identity it will need):
+   * served from now on. Refused (false) when unusable: wrong shape or about to expire.
+   */
+  install(issued: IssuedIdentity): boolean {
+    if (this.#closed) return false;
+    let held: Held;
+    try {
+      held = this.#accept(issued.identity, issued, this.#now());
+    } catch {
+      return false;
+    }
+    let entry = this.#entries.get(issued.identity);
+    if (!entry) {
+      entry = { held: undefined, inflight: undefined, timer: undefined, failures: 0, lastError: undefined };
+      this.#entries.set(issued.identity, entry);
+    }
+    if (entry.held && entry.held.notAfterMs > held.notAfterMs) return false; // an older one arrived late
+    entry.held = held;
+    entry.failures = 0;
+    entry.lastError = undefined;
+    if (entry.timer) clearTimeout(entry.timer);
+    entry.timer = undefined;
+    if (this.#renews) this.#arm(issued.identity, entry, held.refreshAt - this.#now());
+    return true;
+  }
+
   forget(spiffeUri: string): void {
     const entry = this.#entries.get(spiffeUri);
     if (entry?.timer) clearTimeout(entry.timer);
@@ -235,7 +284,8 @@ export class SecretManager {
         entry.held = held;
         entry.failures = 0;
         entry.lastError = undefined;
-        this.#arm(spiffeUri, entry, held.refreshAt - this.#now());
+        if (this.#renews) this.#arm(spiffeUri, entry, held.refreshAt - this.#now());
+        this.#onIssued?.(issued);
         return held.tls;
       },
       (err: unknown) => {
@@ -274,7 +324,8 @@ export class SecretManager {
       issued,
       tls: Object.freeze({ key: issued.keyPem, cert: joinPem(issued.certChainPem), ca: joinPem(issued.rootsPem) }),
       notAfterMs,
-      refreshAt: start + (notAfterMs - start) / 2,
+      // A follower never renews by itself (its leader pushes renewals).
+      refreshAt: this.#renews ? start + (notAfterMs - start) / 2 : Infinity,
       secureContext: undefined,
     };
   }

@@ -126,6 +126,11 @@ export class LogSink {
     this.out.write(buildPlainLine(buildTimestamp(), level, 'access', message, fields));
   }
 
+  /** Lines already formatted elsewhere (a data-path worker thread's log) onto this destination. */
+  writeRaw(text: string): void {
+    this.out.write(text);
+  }
+
   /** Resolves once buffered lines reached the destination (or after 1 s at most). */
   flush(): Promise<void> {
     const out = this.out as Partial<Flushable>;

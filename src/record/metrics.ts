@@ -110,7 +110,7 @@ export class IstioMetrics {
   /** Bugs, not outcomes: a connection handler that threw, an uncaught exception, an unhandled rejection. */
   readonly unexpectedErrors: Counter<'kind'>;
 
-  constructor(version: string | undefined) {
+  constructor(version: string | undefined, opts: { processMetrics?: boolean } = {}) {
     this.registry = new Registry();
     const registers = [this.registry];
     const traffic = (name: string, help: string): Counter<TrafficLabelName> =>
@@ -140,6 +140,8 @@ export class IstioMetrics {
       help: 'Istio component build info',
       labelNames: ['component', 'tag'] as const,
       registers,
+      // Worker threads' registries are summed into one (/metrics); this one is not a count.
+      aggregator: 'first',
     });
     this.build.set({ component: 'ztunnel', tag: orUnknown(version) }, 1);
     this.unexpectedErrors = new Counter({
@@ -149,6 +151,6 @@ export class IstioMetrics {
       registers,
     });
     for (const kind of UNEXPECTED_KINDS) this.unexpectedErrors.inc({ kind }, 0);
-    collectDefaultMetrics({ register: this.registry });
+    if (opts.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
   }
 }

@@ -26,6 +26,12 @@ export interface TelemetryOptions {
   destination?: NodeJS.WritableStream;
   /** default 5000: open connections' byte deltas are added to the counters this often */
   byteFlushIntervalMs?: number;
+  /**
+   * Default true: the registry also has prom-client's process metrics (CPU, memory, fds, event
+   * loop). A data-path worker thread's Telemetry leaves them out: they are the process's, and
+   * the main thread reports them once.
+   */
+  processMetrics?: boolean;
 }
 
 const DEFAULT_BYTE_FLUSH_INTERVAL_MS = 5000;
@@ -44,12 +50,13 @@ export class Telemetry {
     destination: { reporter: 'destination' },
   } as const;
   private flushTimer: NodeJS.Timeout | undefined;
+  private readonly levelListeners: ((level: string) => void)[] = [];
 
   constructor(opts: TelemetryOptions) {
     this.initialLevel = getLogLevel(opts.logLevel);
     this.sink = new LogSink(opts.logFormat, this.initialLevel, opts.destination);
     this.log = this.sink.log;
-    this.metrics = new IstioMetrics(opts.version);
+    this.metrics = new IstioMetrics(opts.version, { processMetrics: opts.processMetrics ?? true });
     this.registry = this.metrics.registry;
     this.onlyFailed = opts.accessLogOnlyFailed;
     this.clusterId = opts.clusterId;
@@ -61,6 +68,17 @@ export class Telemetry {
   /** Throws ZtError('ZT_ERR_CONFIG_INVALID') on a bad level. */
   setLogLevel(level: string): void {
     this.sink.setLevel(level);
+    for (const l of this.levelListeners) l(this.sink.getLevel());
+  }
+
+  /** Called after every level change (the main thread passes it on to the worker threads). */
+  onLogLevel(listener: (level: string) => void): void {
+    this.levelListeners.push(listener);
+  }
+
+  /** Log text a worker thread formatted, written to this Telemetry's destination as is. */
+  writeRaw(text: string): void {
+    this.sink.writeRaw(text);
   }
 
   getLogLevel(): string {

@@ -30,10 +30,22 @@ import { type CidrEntry, addrKey, findServiceByVipIn, prefixOf } from './lookup.
 /** One Address resource's model (the same shape as src/xds/address-to-model.ts's AddressModel). */
 export type MeshAddress = { kind: 'workload'; workload: Workload } | { kind: 'service'; service: Service };
 
+/** What one Address delta did, for the follow-ups (close removed workloads' connections, certificates). */
+export interface AddressChange {
+  upsertedWorkloads: Workload[];
+  /** Workloads that are gone or whose node changed (their local connections are closed). */
+  removedOrMovedUids: string[];
+}
+
 export interface MeshUpsert<M> {
   name: string;
   model: M;
 }
+
+/** One applied delta response, as MeshStore takes it (worker threads replay the main thread's). */
+export type MeshDelta =
+  | { kind: 'addresses'; upserts: readonly MeshUpsert<MeshAddress>[]; removals: readonly string[] }
+  | { kind: 'policies'; upserts: readonly MeshUpsert<Authorization>[]; removals: readonly string[] };
 
 interface CidrVip extends CidrEntry {
   prefix: number;
@@ -331,13 +343,24 @@ export class MeshStore implements MeshReader {
    * One delta response for the Address type: removals (by resource name: a workload uid or a
    * service's namespace/hostname), then upserts; services rebuilt once at the end.
    */
-  applyAddresses(upserts: readonly MeshUpsert<MeshAddress>[], removals: readonly string[]): void {
+  applyAddresses(upserts: readonly MeshUpsert<MeshAddress>[], removals: readonly string[]): AddressChange {
+    const removedOrMovedUids: string[] = [];
+    for (const name of removals) if (this.workloads.has(name)) removedOrMovedUids.push(name);
+    const upsertedWorkloads: Workload[] = [];
+    for (const u of upserts) {
+      if (u.model.kind !== 'workload') continue;
+      const w = u.model.workload;
+      upsertedWorkloads.push(w);
+      const before = this.workloads.get(w.uid);
+      if (before !== undefined && before.node !== w.node) removedOrMovedUids.push(w.uid);
+    }
     for (const name of removals) this.removeAddressNoFlush(name);
     for (const u of upserts) {
       if (u.model.kind === 'workload') this.upsertWorkloadNoFlush(u.model.workload);
       else this.upsertServiceNoFlush(u.model.service);
     }
     this.flush();
+    return { upsertedWorkloads, removedOrMovedUids };
   }
 
   /** One delta response for the Authorization type (resource name `namespace/name`). */

@@ -50,6 +50,9 @@ export async function startZtunnel(
     ZTUNNEL_READINESS_PORT: '0',
     ZTUNNEL_BIND_ADDRESS: '0.0.0.0',
     CONNECTION_TERMINATION_DEADLINE: '2s',
+    // The data path on the test's own thread, so the suites can look into app.tracker; the
+    // worker-thread suites (test/integration/workers.test.ts) and the process suites run threads.
+    ZTUNNEL_WORKER_THREADS: '1',
     // Without a local config the default source is istiod: these ztunnels run standalone unless told otherwise.
     ...(env.LOCAL_XDS === undefined && env.LOCAL_XDS_PATH === undefined ? { XDS_ADDRESS: '' } : {}),
     ...env,

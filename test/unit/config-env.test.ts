@@ -3,7 +3,7 @@
 
 import t from 'tap';
 import { ZtError } from '../../src/errors.js';
-import { DEFAULTS, ENV, loadConfig } from '../../src/config/env.js';
+import { DEFAULTS, ENV, MAX_WORKER_THREADS, defaultWorkerThreads, loadConfig } from '../../src/config/env.js';
 import { parseDurationMs } from '../../src/config/duration.js';
 import type { Config } from '../../src/config/types.js';
 
@@ -64,6 +64,7 @@ t.test('defaults', async (t) => {
     adminBindAddress: '127.0.0.1',
     connectTimeoutMs: 10_000,
     spliceEnabled: true,
+    workerThreads: defaultWorkerThreads(),
     // No local config: istiod (outside a cluster: localhost:15012), its CA at the same address.
     xds: { address: 'localhost:15012', rootCa: { kind: 'file', path: '/var/run/secrets/istio/root-cert.pem' }, altHostname: undefined, headers: {} },
     ca: { address: 'localhost:15012', rootCa: { kind: 'file', path: '/var/run/secrets/istio/root-cert.pem' }, altHostname: undefined, headers: {} },
@@ -326,4 +327,17 @@ t.test('duration syntax', async (t) => {
     ['1e3', undefined],
   ];
   for (const [text, ms] of cases) t.equal(parseDurationMs(text), ms, JSON.stringify(text));
+});
+
+t.test('ZTUNNEL_WORKER_THREADS: default the usable cores up to 8; 1..64; bad values named', async (t) => {
+  const cores = (await import('node:os')).availableParallelism();
+  t.equal(load({}).workerThreads, Math.min(cores, 8), 'default: min(cores, 8)');
+  t.ok(defaultWorkerThreads() >= 1 && defaultWorkerThreads() <= 8);
+  t.equal(load({ ZTUNNEL_WORKER_THREADS: '1' }).workerThreads, 1);
+  t.equal(load({ ZTUNNEL_WORKER_THREADS: '4' }).workerThreads, 4);
+  t.equal(load({ ZTUNNEL_WORKER_THREADS: String(MAX_WORKER_THREADS) }).workerThreads, MAX_WORKER_THREADS);
+  for (const bad of ['0', '-1', '1.5', 'two', String(MAX_WORKER_THREADS + 1)]) {
+    const err = configError({ ZTUNNEL_WORKER_THREADS: bad });
+    t.match(err.message, /^ZTUNNEL_WORKER_THREADS: /, `${bad} is refused, naming the variable`);
+  }
 });

@@ -183,7 +183,7 @@ function applyToStore(store: MeshStore, o: Exclude<Op, { op: 'readd' }>): void {
     }
     case 'batch': {
       const upserts: MeshUpsert<MeshAddress>[] = o.upserts.map((model) => ({ name: nameOf(model), model }));
-      return store.applyAddresses(upserts, o.removals);
+      return void store.applyAddresses(upserts, o.removals);
     }
   }
 }
