@@ -710,3 +710,55 @@ function readCaKey(authority: CertificateAuthority, t: Test): string {
   const dir = tempDir(t);
   return readFileSync(authority.writeTo(dir).keyPath, 'utf8');
 }
+
+t.test('leader and follower (worker threads): the leader reports what it issues, the follower never renews itself', async (t) => {
+  let now = Date.now();
+  const issuedSeen: IssuedIdentity[] = [];
+  const leader = new SecretManager(new LocalCaSource(ca, { validityMs: 60_000, now: () => now }), {
+    now: () => now,
+    onIssued: (i) => issuedSeen.push(i),
+  });
+  t.teardown(() => leader.close());
+  // The follower's source is "ask the leader", as a worker thread asks the main thread.
+  let asked = 0;
+  const follower = new SecretManager(
+    {
+      name: 'the leader',
+      issue: async (id) => {
+        asked += 1;
+        await leader.fetch(id);
+        return leader.current(id)!;
+      },
+    },
+    { now: () => now, rotation: 'pushed' },
+  );
+  t.teardown(() => follower.close());
+
+  const first = await follower.fetch(SERVER_ID);
+  t.equal(asked, 1, 'the follower asked once for an identity it did not hold');
+  t.equal(issuedSeen.length, 1, 'the leader reported its issuance');
+  t.equal(first.cert, (await leader.fetch(SERVER_ID)).cert, 'the same certificate on both');
+  t.equal(leader.current(SERVER_ID)?.identity, SERVER_ID);
+  t.equal(leader.current(CLIENT_ID), undefined, 'nothing for an identity never issued');
+
+  now += 40_000; // past half-life, before expiry
+  t.equal(follower.peekTlsOptions(SERVER_ID), first, 'the follower keeps serving: renewal is not its job');
+  await new Promise((r) => setTimeout(r, 50));
+  t.equal(asked, 1, 'and it did not ask for a renewal');
+  leader.peekTlsOptions(SERVER_ID); // a look past half-life starts the leader's renewal
+  await waitFor(() => issuedSeen.length === 2, 5000, 'the leader renews at half-life');
+  t.ok(follower.install(issuedSeen[1]!), 'the renewal is pushed to the follower');
+  t.not(follower.peekTlsOptions(SERVER_ID)?.cert, first.cert, 'which serves it from now on');
+  t.equal(follower.findCertificate(SERVER_ID)?.serialHex, leader.findCertificate(SERVER_ID)?.serialHex);
+  t.notOk(follower.install(issuedSeen[0]!), 'an older certificate arriving late is ignored');
+  t.equal(follower.findCertificate(SERVER_ID)?.serialHex, issuedSeen[1]!.serialHex);
+
+  // install() also takes an identity the follower never asked for (the leader prefetched it).
+  const client = await new LocalCaSource(ca, { validityMs: 60_000, now: () => now }).issue(CLIENT_ID);
+  t.ok(follower.install(client));
+  t.equal(follower.state(CLIENT_ID), 'Available');
+  t.equal(asked, 1, 'without asking');
+  // An expired push is refused.
+  now = client.notAfter.getTime() + 1;
+  t.notOk(follower.install(client), 'an expired certificate is refused');
+});
