@@ -35,6 +35,7 @@ export function buildBenchPods(): PodSpec[] {
 
 export interface ZtunnelProc {
   node: string;
+  /** The current process: replaced in place by restartZtunnels(). */
   child: ChildProcess;
   pid: number;
   handle: ZtunnelHandle;
@@ -46,6 +47,11 @@ export interface BenchMesh {
   ztunnels: ZtunnelProc[];
   /** SIGTERM the ztunnels and wait (bounded) for them to exit, e.g. so --cpu-prof writes its profile. */
   stopZtunnels(timeoutMs: number): Promise<void>;
+  /**
+   * Restarts both ztunnels (one after the other, each waited until ready) with the start
+   * environment plus `extra` (`{}` = back to the start environment); updates `ztunnels` in place.
+   */
+  restartZtunnels(extra: NodeJS.ProcessEnv): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -68,12 +74,17 @@ export function buildZtunnelTail(z: ZtunnelHandle, max = 15): string[] {
 /** Builds the topology and the capture path and starts both ztunnels; throws (after cleaning up) when anything fails. */
 export async function startBenchMesh(o: BenchMeshOptions = {}): Promise<BenchMesh> {
   const log = o.log ?? (() => undefined);
+  // MeshHarness reads this object each time it spawns a ztunnel (startZtunnel spreads it into
+  // the child's environment), so restartZtunnels() changes it in place instead of needing a
+  // per-restart option in src/.
+  const baseEnv: NodeJS.ProcessEnv = { TERMINATION_GRACE_PERIOD_SECONDS: '2', ...o.ztunnelEnv };
+  const ztunnelEnv: NodeJS.ProcessEnv = { ...baseEnv };
   const harness = new MeshHarness({
     prefix: o.prefix,
     pods: buildBenchPods(),
     services: DEFAULT_SERVICES.filter((s) => s.name === 'productpage'),
     startApps: false,
-    ztunnelEnv: { TERMINATION_GRACE_PERIOD_SECONDS: '2', ...o.ztunnelEnv },
+    ztunnelEnv,
     ztunnelNodeArgs: o.ztunnelNodeArgs,
     agentLog: (node, level, msg) => (level === 'info' ? undefined : log(`[agent ${node}] ${level} ${msg}`)),
   });
@@ -83,6 +94,16 @@ export async function startBenchMesh(o: BenchMeshOptions = {}): Promise<BenchMes
   const stopZtunnels = async (timeoutMs: number): Promise<void> => {
     for (const z of ztunnels) if (isRunning(z.child)) z.child.kill('SIGTERM');
     await waitUntil(() => !ztunnels.some((z) => isRunning(z.child)), timeoutMs, 200);
+  };
+  const restartZtunnels = async (extra: NodeJS.ProcessEnv): Promise<void> => {
+    for (const k of Object.keys(ztunnelEnv)) delete ztunnelEnv[k];
+    Object.assign(ztunnelEnv, baseEnv, extra);
+    for (const z of ztunnels) {
+      const h = await harness.restartZtunnel(z.node, 5000);
+      const pid = h.child.pid;
+      if (pid === undefined) throw new Error(`could not restart the ztunnel on ${z.node}`);
+      Object.assign(z, { child: h.child, pid, handle: h });
+    }
   };
   try {
     log(`building the namespaced cluster (prefix ${harness.topo.prefix})`);
@@ -94,7 +115,7 @@ export async function startBenchMesh(o: BenchMeshOptions = {}): Promise<BenchMes
       if (comm !== 'node') throw new Error(`ztunnel pid ${pid} is '${comm}', not node`);
       ztunnels.push({ node: h.node, child: h.child, pid, handle: h });
     }
-    return { harness, topo: harness.topo, ztunnels, stopZtunnels, destroy: () => harness.stop() };
+    return { harness, topo: harness.topo, ztunnels, stopZtunnels, restartZtunnels, destroy: () => harness.stop() };
   } catch (err) {
     const tails = [...harness.ztunnels.values()].map((z) => `\n--- ztunnel ${z.node} (last lines):\n${buildZtunnelTail(z).join('\n')}`);
     await harness.stop();
