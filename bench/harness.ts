@@ -16,6 +16,8 @@ import { MeshHarness, waitUntil, type ZtunnelHandle } from '../src/demo/mesh-har
 import { DEFAULT_PODS, DEFAULT_SERVICES, type PodSpec, type Topology } from '../src/demo/topology.js';
 
 export const LOAD_CLIENT_JS = join(fileURLToPath(new URL('.', import.meta.url)), 'load-client.js');
+/** Node flags that make a ztunnel run a full GC on SIGUSR2 (bench/gc-on-signal.ts); for restartZtunnels(). */
+export const GC_ON_SIGNAL_ARGS: readonly string[] = ['--expose-gc', '--import', join(fileURLToPath(new URL('.', import.meta.url)), 'gc-on-signal.js')];
 
 /** A pod outside the mesh on the destination node: the target of the no-mesh baselines. */
 export const PLAIN_POD: PodSpec = {
@@ -49,9 +51,10 @@ export interface BenchMesh {
   stopZtunnels(timeoutMs: number): Promise<void>;
   /**
    * Restarts both ztunnels (one after the other, each waited until ready) with the start
-   * environment plus `extra` (`{}` = back to the start environment); updates `ztunnels` in place.
+   * environment plus `extra` and the start node flags plus `extraNodeArgs` (`{}`, none = back to
+   * the start configuration); updates `ztunnels` in place.
    */
-  restartZtunnels(extra: NodeJS.ProcessEnv): Promise<void>;
+  restartZtunnels(extra: NodeJS.ProcessEnv, extraNodeArgs?: readonly string[]): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -74,18 +77,20 @@ export function buildZtunnelTail(z: ZtunnelHandle, max = 15): string[] {
 /** Builds the topology and the capture path and starts both ztunnels; throws (after cleaning up) when anything fails. */
 export async function startBenchMesh(o: BenchMeshOptions = {}): Promise<BenchMesh> {
   const log = o.log ?? (() => undefined);
-  // MeshHarness reads this object each time it spawns a ztunnel (startZtunnel spreads it into
-  // the child's environment), so restartZtunnels() changes it in place instead of needing a
-  // per-restart option in src/.
+  // MeshHarness reads these two each time it spawns a ztunnel (startZtunnel spreads them into
+  // the child's environment and argv), so restartZtunnels() changes them in place instead of
+  // needing a per-restart option in src/.
   const baseEnv: NodeJS.ProcessEnv = { TERMINATION_GRACE_PERIOD_SECONDS: '2', ...o.ztunnelEnv };
   const ztunnelEnv: NodeJS.ProcessEnv = { ...baseEnv };
+  const baseNodeArgs: readonly string[] = [...(o.ztunnelNodeArgs ?? [])];
+  const ztunnelNodeArgs: string[] = [...baseNodeArgs];
   const harness = new MeshHarness({
     prefix: o.prefix,
     pods: buildBenchPods(),
     services: DEFAULT_SERVICES.filter((s) => s.name === 'productpage'),
     startApps: false,
     ztunnelEnv,
-    ztunnelNodeArgs: o.ztunnelNodeArgs,
+    ztunnelNodeArgs,
     agentLog: (node, level, msg) => (level === 'info' ? undefined : log(`[agent ${node}] ${level} ${msg}`)),
   });
   const missing = harness.findMissingBuild();
@@ -95,9 +100,10 @@ export async function startBenchMesh(o: BenchMeshOptions = {}): Promise<BenchMes
     for (const z of ztunnels) if (isRunning(z.child)) z.child.kill('SIGTERM');
     await waitUntil(() => !ztunnels.some((z) => isRunning(z.child)), timeoutMs, 200);
   };
-  const restartZtunnels = async (extra: NodeJS.ProcessEnv): Promise<void> => {
+  const restartZtunnels = async (extra: NodeJS.ProcessEnv, extraNodeArgs: readonly string[] = []): Promise<void> => {
     for (const k of Object.keys(ztunnelEnv)) delete ztunnelEnv[k];
     Object.assign(ztunnelEnv, baseEnv, extra);
+    ztunnelNodeArgs.splice(0, ztunnelNodeArgs.length, ...baseNodeArgs, ...extraNodeArgs);
     for (const z of ztunnels) {
       const h = await harness.restartZtunnel(z.node, 5000);
       const pid = h.child.pid;

@@ -28,7 +28,7 @@ import {
   type BenchService,
   type Baselines,
 } from './perf-baselines.js';
-import { LOAD_CLIENT_JS, buildBoxPercent, buildZtunnelTail, getClockTicks, readBoxCpu, readProc, runIn, startBenchMesh, startIn, type BenchMesh } from './harness.js';
+import { GC_ON_SIGNAL_ARGS, LOAD_CLIENT_JS, buildBoxPercent, buildZtunnelTail, getClockTicks, readBoxCpu, readProc, runIn, startBenchMesh, startIn, type BenchMesh } from './harness.js';
 import {
   SampleStore,
   buildGoalSvg,
@@ -75,7 +75,7 @@ const IDLE_STEPS = 4;
 /** Settled = the last SETTLE_WINDOW samples (every SETTLE_EVERY_MS) within SETTLE_TOLERANCE_KB; give up after SETTLE_MAX_MS. */
 const SETTLE_WINDOW = 4;
 const SETTLE_EVERY_MS = 500;
-const SETTLE_TOLERANCE_KB = 512;
+const SETTLE_TOLERANCE_KB = 256;
 const SETTLE_MAX_MS = 20_000;
 
 const t0 = performance.now();
@@ -185,6 +185,22 @@ async function readSettledKb(pids: readonly number[]): Promise<{ kb: number[]; s
   }
 }
 
+/**
+ * A full GC in each ztunnel (SIGUSR2 → bench/gc-on-signal.ts; twice, so what the first one's
+ * finalizers let go is collected too). Refuses a process that was not started with the preload:
+ * SIGUSR2 would end it.
+ */
+async function collectGarbage(pids: readonly number[]): Promise<void> {
+  for (const pid of pids) {
+    if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('gc-on-signal')) throw new Error(`ztunnel pid ${pid} runs without the GC preload; not signalling it`);
+  }
+  for (let i = 0; i < 2; i++) {
+    for (const pid of pids) process.kill(pid, 'SIGUSR2');
+    await sleep(500);
+  }
+  await sleep(500);
+}
+
 interface IdleMemory {
   idleMb: Map<string, number>;
   /** Fitted KB per idle connection, and the fit's r², per side. */
@@ -198,21 +214,24 @@ interface IdleMemory {
 }
 
 /**
- * Idle RSS of both ztunnels after a warm-up (VmRSS), then P6: IDLE_STEPS steps of `perStep`
- * idle mesh connections each (a load-client process per step, all held open); after each step
- * RssAnon is read once it settles; KB per connection = least-squares slope of RssAnon over the
- * connections open (0, perStep, 2·perStep, ...). The slope is blind to one-off costs that do not
- * grow with the count, and five settled points instead of two single reads damp the GC's sawtooth.
+ * On ztunnels freshly started with the GC preload: idle RSS (VmRSS) after a warm-up and a full
+ * GC, then P6: IDLE_STEPS steps of `perStep` idle mesh connections each (a load-client process
+ * per step, all held open); after each step a full GC, then RssAnon once it settles; KB per
+ * connection = least-squares slope of RssAnon over the connections open (perStep, 2·perStep, ...).
+ * The GC removes the garbage of connection setup (how much of it is still there depends on when
+ * V8 last collected: steps of 4–30 MB); the slope is blind to one-off costs that do not grow
+ * with the count.
  */
 async function runIdleMemory(mesh: BenchMesh, row: Row, perStep: number): Promise<IdleMemory> {
   await runConnect(mesh, row, 20);
   await sleep(1500);
   const procs = row.procs();
   const pids = procs.map((p) => p.pid);
-  const idleMb = new Map(procs.map((p) => [p.side, readProc(p.pid).rssKb / 1024]));
+  await collectGarbage(pids);
   const points: { x: number; y: number[] }[] = [];
   let unsettled = 0;
   const first = await readSettledKb(pids);
+  const idleMb = new Map(procs.map((p) => [p.side, readProc(p.pid).rssKb / 1024]));
   if (!first.settled) unsettled += 1;
   points.push({ x: 0, y: first.kb });
   const clients: { kill(sig: NodeJS.Signals): boolean }[] = [];
@@ -232,6 +251,7 @@ async function runIdleMemory(mesh: BenchMesh, row: Row, perStep: number): Promis
       const ready = JSON.parse(lines.find((l) => l.includes('"ready"')) ?? '{}') as { ready?: number; errors?: number };
       opened += ready.ready ?? 0;
       errors += ready.errors ?? 0;
+      await collectGarbage(pids);
       const r = await readSettledKb(pids);
       if (!r.settled) unsettled += 1;
       points.push({ x: opened, y: r.kb });
@@ -245,7 +265,9 @@ async function runIdleMemory(mesh: BenchMesh, row: Row, perStep: number): Promis
   const r2 = new Map<string, number>();
   const stepKb = new Map<string, number[]>();
   procs.forEach((p, i) => {
-    const fit = buildLineFit(points.map((q) => ({ x: q.x, y: q.y[i]! })));
+    // From the first step on: the step from 0 also carries one-off growth (V8's young generation
+    // and pools sizing up to a busy process), 1.5–2 × the later steps.
+    const fit = buildLineFit(points.slice(1).map((q) => ({ x: q.x, y: q.y[i]! })));
     kbPerConn.set(p.side, fit.slope);
     r2.set(p.side, fit.r2);
     stepKb.set(p.side, points.slice(1).map((q, j) => (q.y[i]! - points[j]!.y[i]!) / Math.max(1, q.x - points[j]!.x)));
@@ -396,7 +418,9 @@ function buildReport(o: {
     'One topology: two node namespaces joined by a bridge, the kernel capture path (ipset, marks, TPROXY), one ztunnel-ts per node. ' +
       'Rows, interleaved inside each repetition: ' +
       o.rows.map((r) => `**${r.key}** = ${r.label}`).join('; ') +
-      '. The stunnel pair and haproxy run between the same pods from second, non-mesh addresses on those pods (not captured). ' +
+      (o.only === 'all'
+        ? '. The stunnel pair and haproxy run between the same pods from second, non-mesh addresses on those pods (not captured). '
+        : `. A single-section run (--only=${o.only}): the stunnel pair and haproxy are not started. `) +
       'Load generators, servers and proxies share the cores: compare ratios. Each cell: median (min–max) over the repetitions; goal ratios are medians of the per-repetition ratios.',
   );
   out.push('');
@@ -404,7 +428,8 @@ function buildReport(o: {
   const goals = buildGoals()
     .map((g) => evaluateGoal(g, store, reps))
     .filter((g) => o.only === 'all' || g.met !== undefined);
-  out.push('## Goals (issue 10, P1–P7)', '', ...buildGoalTable(goals), '');
+  out.push('## Goals (issue 10, P1–P7)', '');
+  if (goals.length > 0) out.push(...buildGoalTable(goals), '');
   if (o.workerCounts.length > 0) out.push(buildWorkersSummary(store, reps, o.workerCounts, o.mainWorkers), '');
   else out.push(`The main rows ran with ${o.mainWorkers} worker thread(s) (the process default).`, '');
   if (o.only !== 'workers') out.push(`P6 method: ${o.memoryMethod}`, '');
@@ -593,6 +618,8 @@ async function main(argv: string[]): Promise<number> {
     for (let rep = 0; rep < reps; rep++) {
       const tag = `rep ${rep + 1}/${reps}`;
       if (only !== 'workers') {
+        progress(`${tag} memory: restarting both ztunnels with the GC preload (default worker count) ...`);
+        await mesh.restartZtunnels({}, GC_ON_SIGNAL_ARGS);
         progress(`${tag} memory: ${IDLE_STEPS} steps of ${idlePerStep} idle connections through the mesh ...`);
         const mem = await runIdleMemory(mesh, row('mesh'), idlePerStep);
         unsettled += mem.unsettled;
@@ -609,16 +636,15 @@ async function main(argv: string[]): Promise<number> {
             `single steps ${[...mem.stepKb.values()].map((v) => v.map((x) => x.toFixed(1)).join(' ')).join(' / ')}`,
         );
       }
-      if (only === 'all') await runMainRows(rep);
-      if (workerCounts.length > 0) {
-        await runWorkers({ mesh, row: row('mesh'), counts: workerCounts, rep, reps, seconds, connectCount, store, reported: workerReported });
-        // The next repetition's main rows run with the process default again.
-        if (only === 'all' && rep < reps - 1) {
-          progress(`${tag}: restarting both ztunnels with the default worker count ...`);
-          await mesh.restartZtunnels({});
-          await runConnect(mesh, row('mesh'), 50);
-        }
+      if (only === 'all') {
+        // The main rows measure the ztunnel as shipped: restarted without the GC preload.
+        progress(`${tag}: restarting both ztunnels as started (default worker count, no preload) ...`);
+        await mesh.restartZtunnels({});
+        await runConnect(mesh, row('mesh'), 50);
+        await runMainRows(rep);
       }
+      // Leaves the ztunnels with the last worker count; the next repetition restarts them.
+      if (workerCounts.length > 0) await runWorkers({ mesh, row: row('mesh'), counts: workerCounts, rep, reps, seconds, connectCount, store, reported: workerReported });
     }
 
     const w = (name: string, p50: string): Figure[] => [
@@ -654,15 +680,16 @@ async function main(argv: string[]): Promise<number> {
       { id: 'mem.stepMax.dst', title: 'P6 diagnostic, destination ztunnel: largest single step', unit: 'KB', digits: 2, rows: ['mesh'] },
     ];
     const memoryMethod =
-      `KB per idle connection is the least-squares slope of the ztunnel's RssAnon (anonymous resident memory from /proc/PID/status: JS heap, ` +
-      `buffers, stacks; not the file-backed code pages that fault in on their own schedule) over the number of idle mesh connections open: ` +
-      `0, then ${IDLE_STEPS} steps of ${idlePerStep.toLocaleString('en-US')} (up to ${(IDLE_STEPS * idlePerStep).toLocaleString('en-US')}, each holding one echoed byte), ` +
-      `each point read once the process settles (sampled every ${SETTLE_EVERY_MS} ms until ${SETTLE_WINDOW} samples in a row lie within ${SETTLE_TOLERANCE_KB} KB, ` +
-      `at most ${SETTLE_MAX_MS / 1000} s; the mean of those samples). The old method (one RSS read 3 s after opening 1,000 connections, minus one read before) ` +
-      `divided a GC sawtooth of several MB by 1,000 and ran negative; the fit spreads that over ${(IDLE_STEPS * idlePerStep).toLocaleString('en-US')} connections and ${IDLE_STEPS + 1} settled points, ` +
-      `and ignores one-off costs that do not grow with the count. r² and the single-step extremes are in the memory tables.` +
+      `each repetition restarts both ztunnels (default worker count) with a bench-only preload (bench/gc-on-signal.ts, \`--expose-gc\`: SIGUSR2 = a full GC, in worker threads too), ` +
+      `warms up (20 connections), collects garbage and reads the idle RSS (VmRSS). Then ${IDLE_STEPS} steps of ${idlePerStep.toLocaleString('en-US')} idle mesh connections ` +
+      `(up to ${(IDLE_STEPS * idlePerStep).toLocaleString('en-US')} held open, one echoed byte each); after each step two full GCs, then RssAnon (anonymous resident memory ` +
+      `from /proc/PID/status: heap, buffers, stacks; not file-backed code pages) sampled every ${SETTLE_EVERY_MS} ms until ${SETTLE_WINDOW} samples lie within ${SETTLE_TOLERANCE_KB} KB ` +
+      `(at most ${SETTLE_MAX_MS / 1000} s), their mean. KB per idle connection = the least-squares slope of those points over the connections open (from the first step on: ` +
+      `the step from 0 also carries one-off growth of a process that was idle, 1.5–2 × the later steps). The old method (one VmRSS read 3 s after opening 1,000 connections ` +
+      `minus one before, no GC) measured mostly when V8 had last collected: RSS moves in 4–30 MB jumps with the garbage of connection setup, so its spread ran −14..+32 KB. ` +
+      `The main rows then run on ztunnels restarted without the preload.` +
       (unsettled > 0 ? ` ${unsettled} point(s) in this run did not settle within ${SETTLE_MAX_MS / 1000} s (read anyway).` : '');
-    notes.push(
+    if (only === 'all') notes.push(
       'Latency percentiles come from every 2xx response time autocannon reports (hrtime, sub-ms), computed by bench/autocannon-client.ts; autocannon\'s own histogram keeps whole milliseconds.',
       'CPU is utime+stime of the proxy processes from /proc over the run, divided by the requests answered: CPU seconds per 1,000 requests = vCPU per 1,000 req/s.',
       'haproxy runs with its default thread count; the stunnel pair uses its default TLS 1.3 cipher and group choice (the certificates are ECDSA P-256).',
