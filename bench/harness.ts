@@ -16,8 +16,36 @@ import { MeshHarness, waitUntil, type ZtunnelHandle } from '../src/demo/mesh-har
 import { DEFAULT_PODS, DEFAULT_SERVICES, type PodSpec, type Topology } from '../src/demo/topology.js';
 
 export const LOAD_CLIENT_JS = join(fileURLToPath(new URL('.', import.meta.url)), 'load-client.js');
-/** Node flags that make a ztunnel run a full GC on SIGUSR2 (bench/gc-on-signal.ts); for restartZtunnels(). */
-export const GC_ON_SIGNAL_ARGS: readonly string[] = ['--expose-gc', '--import', join(fileURLToPath(new URL('.', import.meta.url)), 'gc-on-signal.js')];
+/**
+ * Bench-only preload (CommonJS: Node 20 runs `--require` preloads in worker threads too, `--import`
+ * ones only in the main thread): with `--expose-gc`, SIGUSR2 runs a full garbage collection in
+ * the main thread and, over a BroadcastChannel, in every worker thread, so the memory bench can
+ * read RSS without the uncollected garbage of connection setup in it. Nothing else changes in the
+ * process: the channel is unref'd and a signal listener keeps nothing alive.
+ */
+export const GC_PRELOAD_SOURCE = `'use strict';
+const { BroadcastChannel, isMainThread } = require('node:worker_threads');
+const gc = globalThis.gc;
+if (typeof gc === 'function') {
+  const channel = new BroadcastChannel('ztunnel-ts-bench-gc');
+  channel.unref();
+  if (isMainThread) {
+    process.on('SIGUSR2', () => {
+      gc();
+      channel.postMessage('gc');
+    });
+  } else {
+    channel.onmessage = () => gc();
+  }
+}
+`;
+
+/** Writes the GC preload into `dir` as gc-on-signal.cjs; returns the node flags that load it. */
+export function writeGcPreload(dir: string): string[] {
+  const file = join(dir, 'gc-on-signal.cjs');
+  writeFileSync(file, GC_PRELOAD_SOURCE);
+  return ['--expose-gc', '--require', file];
+}
 
 /** A pod outside the mesh on the destination node: the target of the no-mesh baselines. */
 export const PLAIN_POD: PodSpec = {

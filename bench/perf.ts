@@ -28,7 +28,7 @@ import {
   type BenchService,
   type Baselines,
 } from './perf-baselines.js';
-import { GC_ON_SIGNAL_ARGS, LOAD_CLIENT_JS, buildBoxPercent, buildZtunnelTail, getClockTicks, readBoxCpu, readProc, runIn, startBenchMesh, startIn, type BenchMesh } from './harness.js';
+import { LOAD_CLIENT_JS, buildBoxPercent, buildZtunnelTail, getClockTicks, readBoxCpu, readProc, runIn, startBenchMesh, startIn, writeGcPreload, type BenchMesh } from './harness.js';
 import {
   SampleStore,
   buildGoalSvg,
@@ -186,7 +186,7 @@ async function readSettledKb(pids: readonly number[]): Promise<{ kb: number[]; s
 }
 
 /**
- * A full GC in each ztunnel (SIGUSR2 → bench/gc-on-signal.ts; twice, so what the first one's
+ * A full GC in each ztunnel (SIGUSR2 → the preload of harness.ts writeGcPreload; twice, so what the first one's
  * finalizers let go is collected too). Refuses a process that was not started with the preload:
  * SIGUSR2 would end it.
  */
@@ -568,6 +568,7 @@ async function main(argv: string[]): Promise<number> {
     const proxied = all.filter((k) => k !== 'direct');
     const notes: string[] = [];
     const workerReported = new Map<number, string>();
+    const gcPreloadArgs = writeGcPreload(workDir);
     let unsettled = 0;
 
     /** The five rows side by side: new connections, HTTP saturated and at 1,000 req/s, iperf3 1 and 8 streams each way. */
@@ -619,7 +620,7 @@ async function main(argv: string[]): Promise<number> {
       const tag = `rep ${rep + 1}/${reps}`;
       if (only !== 'workers') {
         progress(`${tag} memory: restarting both ztunnels with the GC preload (default worker count) ...`);
-        await mesh.restartZtunnels({}, GC_ON_SIGNAL_ARGS);
+        await mesh.restartZtunnels({}, gcPreloadArgs);
         progress(`${tag} memory: ${IDLE_STEPS} steps of ${idlePerStep} idle connections through the mesh ...`);
         const mem = await runIdleMemory(mesh, row('mesh'), idlePerStep);
         unsettled += mem.unsettled;
@@ -680,7 +681,7 @@ async function main(argv: string[]): Promise<number> {
       { id: 'mem.stepMax.dst', title: 'P6 diagnostic, destination ztunnel: largest single step', unit: 'KB', digits: 2, rows: ['mesh'] },
     ];
     const memoryMethod =
-      `each repetition restarts both ztunnels (default worker count) with a bench-only preload (bench/gc-on-signal.ts, \`--expose-gc\`: SIGUSR2 = a full GC, in worker threads too), ` +
+      `each repetition restarts both ztunnels (default worker count) with a bench-only preload (GC_PRELOAD_SOURCE in bench/harness.ts, \`--expose-gc --require\`: SIGUSR2 = a full GC, in worker threads too), ` +
       `warms up (20 connections), collects garbage and reads the idle RSS (VmRSS). Then ${IDLE_STEPS} steps of ${idlePerStep.toLocaleString('en-US')} idle mesh connections ` +
       `(up to ${(IDLE_STEPS * idlePerStep).toLocaleString('en-US')} held open, one echoed byte each); after each step two full GCs, then RssAnon (anonymous resident memory ` +
       `from /proc/PID/status: heap, buffers, stacks; not file-backed code pages) sampled every ${SETTLE_EVERY_MS} ms until ${SETTLE_WINDOW} samples lie within ${SETTLE_TOLERANCE_KB} KB ` +
