@@ -345,6 +345,7 @@ export function runSelfCheck(): string[] {
   assert.ok(Number.isNaN(buildLineFit([{ x: 5, y: 1 }, { x: 5, y: 2 }]).slope));
   assert.equal(findSettled([10, 50, 90, 100, 101, 100, 100], 3, 2), 5);
   assert.equal(findSettled([10, 50, 90, 130], 3, 2), undefined);
+  assert.equal(findSettled([0, 5, 7, 5], 3, 2), 3, 'a window exactly as wide as the tolerance is settled');
   done.push('P6 line fit (slope, r²) and settle window');
 
   // Workers: per-repetition ratios 2 / 1, reported counts from the ready line.
