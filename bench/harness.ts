@@ -16,6 +16,36 @@ import { MeshHarness, waitUntil, type ZtunnelHandle } from '../src/demo/mesh-har
 import { DEFAULT_PODS, DEFAULT_SERVICES, type PodSpec, type Topology } from '../src/demo/topology.js';
 
 export const LOAD_CLIENT_JS = join(fileURLToPath(new URL('.', import.meta.url)), 'load-client.js');
+/**
+ * Bench-only preload (CommonJS: Node 20 runs `--require` preloads in worker threads too, `--import`
+ * ones only in the main thread): with `--expose-gc`, SIGUSR2 runs a full garbage collection in
+ * the main thread and, over a BroadcastChannel, in every worker thread, so the memory bench can
+ * read RSS without the uncollected garbage of connection setup in it. Nothing else changes in the
+ * process: the channel is unref'd and a signal listener keeps nothing alive.
+ */
+export const GC_PRELOAD_SOURCE = `'use strict';
+const { BroadcastChannel, isMainThread } = require('node:worker_threads');
+const gc = globalThis.gc;
+if (typeof gc === 'function') {
+  const channel = new BroadcastChannel('ztunnel-ts-bench-gc');
+  channel.unref();
+  if (isMainThread) {
+    process.on('SIGUSR2', () => {
+      gc();
+      channel.postMessage('gc');
+    });
+  } else {
+    channel.onmessage = () => gc();
+  }
+}
+`;
+
+/** Writes the GC preload into `dir` as gc-on-signal.cjs; returns the node flags that load it. */
+export function writeGcPreload(dir: string): string[] {
+  const file = join(dir, 'gc-on-signal.cjs');
+  writeFileSync(file, GC_PRELOAD_SOURCE);
+  return ['--expose-gc', '--require', file];
+}
 
 /** A pod outside the mesh on the destination node: the target of the no-mesh baselines. */
 export const PLAIN_POD: PodSpec = {
@@ -35,6 +65,7 @@ export function buildBenchPods(): PodSpec[] {
 
 export interface ZtunnelProc {
   node: string;
+  /** The current process: replaced in place by restartZtunnels(). */
   child: ChildProcess;
   pid: number;
   handle: ZtunnelHandle;
@@ -46,6 +77,12 @@ export interface BenchMesh {
   ztunnels: ZtunnelProc[];
   /** SIGTERM the ztunnels and wait (bounded) for them to exit, e.g. so --cpu-prof writes its profile. */
   stopZtunnels(timeoutMs: number): Promise<void>;
+  /**
+   * Restarts both ztunnels (one after the other, each waited until ready) with the start
+   * environment plus `extra` and the start node flags plus `extraNodeArgs` (`{}`, none = back to
+   * the start configuration); updates `ztunnels` in place.
+   */
+  restartZtunnels(extra: NodeJS.ProcessEnv, extraNodeArgs?: readonly string[]): Promise<void>;
   destroy(): Promise<void>;
 }
 
@@ -68,13 +105,20 @@ export function buildZtunnelTail(z: ZtunnelHandle, max = 15): string[] {
 /** Builds the topology and the capture path and starts both ztunnels; throws (after cleaning up) when anything fails. */
 export async function startBenchMesh(o: BenchMeshOptions = {}): Promise<BenchMesh> {
   const log = o.log ?? (() => undefined);
+  // MeshHarness reads these two each time it spawns a ztunnel (startZtunnel spreads them into
+  // the child's environment and argv), so restartZtunnels() changes them in place instead of
+  // needing a per-restart option in src/.
+  const baseEnv: NodeJS.ProcessEnv = { TERMINATION_GRACE_PERIOD_SECONDS: '2', ...o.ztunnelEnv };
+  const ztunnelEnv: NodeJS.ProcessEnv = { ...baseEnv };
+  const baseNodeArgs: readonly string[] = [...(o.ztunnelNodeArgs ?? [])];
+  const ztunnelNodeArgs: string[] = [...baseNodeArgs];
   const harness = new MeshHarness({
     prefix: o.prefix,
     pods: buildBenchPods(),
     services: DEFAULT_SERVICES.filter((s) => s.name === 'productpage'),
     startApps: false,
-    ztunnelEnv: { TERMINATION_GRACE_PERIOD_SECONDS: '2', ...o.ztunnelEnv },
-    ztunnelNodeArgs: o.ztunnelNodeArgs,
+    ztunnelEnv,
+    ztunnelNodeArgs,
     agentLog: (node, level, msg) => (level === 'info' ? undefined : log(`[agent ${node}] ${level} ${msg}`)),
   });
   const missing = harness.findMissingBuild();
@@ -83,6 +127,17 @@ export async function startBenchMesh(o: BenchMeshOptions = {}): Promise<BenchMes
   const stopZtunnels = async (timeoutMs: number): Promise<void> => {
     for (const z of ztunnels) if (isRunning(z.child)) z.child.kill('SIGTERM');
     await waitUntil(() => !ztunnels.some((z) => isRunning(z.child)), timeoutMs, 200);
+  };
+  const restartZtunnels = async (extra: NodeJS.ProcessEnv, extraNodeArgs: readonly string[] = []): Promise<void> => {
+    for (const k of Object.keys(ztunnelEnv)) delete ztunnelEnv[k];
+    Object.assign(ztunnelEnv, baseEnv, extra);
+    ztunnelNodeArgs.splice(0, ztunnelNodeArgs.length, ...baseNodeArgs, ...extraNodeArgs);
+    for (const z of ztunnels) {
+      const h = await harness.restartZtunnel(z.node, 5000);
+      const pid = h.child.pid;
+      if (pid === undefined) throw new Error(`could not restart the ztunnel on ${z.node}`);
+      Object.assign(z, { child: h.child, pid, handle: h });
+    }
   };
   try {
     log(`building the namespaced cluster (prefix ${harness.topo.prefix})`);
@@ -94,7 +149,7 @@ export async function startBenchMesh(o: BenchMeshOptions = {}): Promise<BenchMes
       if (comm !== 'node') throw new Error(`ztunnel pid ${pid} is '${comm}', not node`);
       ztunnels.push({ node: h.node, child: h.child, pid, handle: h });
     }
-    return { harness, topo: harness.topo, ztunnels, stopZtunnels, destroy: () => harness.stop() };
+    return { harness, topo: harness.topo, ztunnels, stopZtunnels, restartZtunnels, destroy: () => harness.stop() };
   } catch (err) {
     const tails = [...harness.ztunnels.values()].map((z) => `\n--- ztunnel ${z.node} (last lines):\n${buildZtunnelTail(z).join('\n')}`);
     await harness.stop();

@@ -170,6 +170,120 @@ export function buildGoalSvg(results: readonly GoalResult[], title: string): str
   return parts.join('\n');
 }
 
+// ---------- P6: memory per idle connection from a staircase of idle connections ----------
+
+export interface LineFit {
+  /** Least-squares slope (y per x). */
+  slope: number;
+  intercept: number;
+  /** Coefficient of determination (1 = every point on the line; NaN when y is constant). */
+  r2: number;
+  n: number;
+}
+
+/** Ordinary least squares of y on x; NaN slope with fewer than 2 distinct x. */
+export function buildLineFit(points: readonly { x: number; y: number }[]): LineFit {
+  const p = points.filter((q) => Number.isFinite(q.x) && Number.isFinite(q.y));
+  const n = p.length;
+  const mx = p.reduce((a, q) => a + q.x, 0) / n;
+  const my = p.reduce((a, q) => a + q.y, 0) / n;
+  let sxx = 0;
+  let sxy = 0;
+  let syy = 0;
+  for (const q of p) {
+    sxx += (q.x - mx) ** 2;
+    sxy += (q.x - mx) * (q.y - my);
+    syy += (q.y - my) ** 2;
+  }
+  if (n < 2 || sxx === 0) return { slope: NaN, intercept: NaN, r2: NaN, n };
+  const slope = sxy / sxx;
+  return { slope, intercept: my - slope * mx, r2: syy === 0 ? NaN : (sxy * sxy) / (sxx * syy), n };
+}
+
+/**
+ * Index of the first sample that closes a settled window: the last `window` samples lie within
+ * `tolerance` of each other (max − min). undefined when the series never settles.
+ */
+export function findSettled(samples: readonly number[], window: number, tolerance: number): number | undefined {
+  for (let i = window - 1; i < samples.length; i++) {
+    const w = samples.slice(i - window + 1, i + 1);
+    if (Math.max(...w) - Math.min(...w) <= tolerance) return i;
+  }
+  return undefined;
+}
+
+// ---------- worker threads: 1 worker vs N workers ----------
+
+/** The worker-thread figures measured per worker count (mesh row); ids are `workers.<id>`, rows `w<count>`. */
+export const WORKER_FIGURES = [
+  { id: 'iperf8.fwd', what: 'iperf3 8 streams (-P 8), client → server', unit: 'Gbit/s', digits: 2, ratio: true },
+  { id: 'iperf8.rev', what: 'iperf3 8 streams (-P 8), server → client (-R)', unit: 'Gbit/s', digits: 2, ratio: true },
+  { id: 'conn.rate', what: 'new connections/s (1-byte echo each)', unit: 'connections/s', digits: 0, ratio: true },
+  { id: 'conn.errors', what: 'new connections: errors', unit: 'count', digits: 0, ratio: false },
+] as const;
+
+export const workerRow = (count: number): string => `w${count}`;
+
+/** Per-repetition ratio count / base of one worker figure, summarised. */
+export function buildWorkerRatio(s: SampleStore, id: string, count: number, base: number, reps: number): Spread {
+  return buildSpread(Array.from({ length: reps }, (_, i) => s.at(`workers.${id}`, workerRow(count), i) / s.at(`workers.${id}`, workerRow(base), i)));
+}
+
+/**
+ * The worker count a ztunnel-ts reports in its 'ztunnel-ts ready' JSON log line: the first
+ * numeric field whose name contains "worker"; '1 (not supported)' when the line has none (a
+ * build without worker threads), 'unknown' when there is no ready line.
+ */
+export function parseWorkerCount(lines: readonly string[]): string {
+  for (const l of lines) {
+    if (!l.startsWith('{')) continue;
+    let o: Record<string, unknown>;
+    try {
+      o = JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      continue;
+    }
+    if (o.message !== 'ztunnel-ts ready') continue;
+    for (const [k, v] of Object.entries(o)) {
+      if (/worker/i.test(k) && (typeof v === 'number' || (typeof v === 'string' && /^\d+$/.test(v)))) return String(v);
+    }
+    return '1 (not supported)';
+  }
+  return 'unknown';
+}
+
+const plural = (n: number): string => `${n} worker${n === 1 ? '' : 's'}`;
+
+/** Markdown table: one line per worker figure, a column per worker count (median (min–max)), then count / base ratios. */
+export function buildWorkersTable(s: SampleStore, reps: number, counts: readonly number[], reported: ReadonlyMap<number, string>): string[] {
+  const [base, ...others] = counts;
+  if (base === undefined) return [];
+  const out = [
+    `| measure (mesh, sleep → productpage) | ${counts.map(plural).join(' | ')} | ${others.map((c) => `${c} / ${base}`).join(' | ')} |`,
+    `|---|${counts.map(() => '---:|').join('')}${others.map(() => '---:|').join('')}`,
+  ];
+  for (const f of WORKER_FIGURES) {
+    const cells = counts.map((c) => formatSpread(buildSpread(s.get(`workers.${f.id}`, workerRow(c))), f.digits));
+    const ratios = others.map((c) => (f.ratio ? `${formatSpread(buildWorkerRatio(s, f.id, c, base, reps))} ×` : '–'));
+    out.push(`| ${f.what}, ${f.unit} | ${cells.join(' | ')} | ${ratios.join(' | ')} |`);
+  }
+  out.push(`| worker threads the ztunnels reported ('ztunnel-ts ready') | ${counts.map((c) => reported.get(c) ?? 'unknown').join(' | ')} | ${others.map(() => '').join(' | ')} |`);
+  return out;
+}
+
+/** One line for the goals section: the ratios of the last worker count to the first. */
+export function buildWorkersSummary(s: SampleStore, reps: number, counts: readonly number[], mainWorkers: string): string {
+  const base = counts[0];
+  const top = counts[counts.length - 1];
+  if (base === undefined || top === undefined || top === base) return `Worker threads: main rows ran with ${mainWorkers} worker thread(s); no worker comparison in this run.`;
+  const r = (id: string): string => `${formatSpread(buildWorkerRatio(s, id, top, base, reps))} ×`;
+  return (
+    `Worker threads (ZTUNNEL_WORKER_THREADS, ${plural(top)} / ${plural(base)}, median (min–max) of per-repetition ratios): ` +
+    `iperf3 8 streams client → server ${r('iperf8.fwd')}, server → client ${r('iperf8.rev')}; new connections/s ${r('conn.rate')}. ` +
+    `The main rows ran with ${mainWorkers} worker thread(s) (the process default).`
+  );
+}
+
 /** The arithmetic above, asserted; throws on the first mismatch. */
 export function runSelfCheck(): string[] {
   const done: string[] = [];
@@ -223,5 +337,41 @@ export function runSelfCheck(): string[] {
   assert.ok(Math.abs(p5dst.score - 6) < 1e-9);
   assert.match(buildGoalSvg([p5dst], 't'), /class="bar" x="330" y="52" width="300.0"/);
   done.push('markdown goal table and SVG bars');
+  // P6 staircase: slope of RSS (KB) over idle connections, and the settle rule.
+  const fit = buildLineFit([{ x: 0, y: 100 }, { x: 1000, y: 110 }, { x: 2000, y: 121 }, { x: 3000, y: 129 }]);
+  assert.ok(Math.abs(fit.slope - 0.0098) < 1e-9, `slope ${fit.slope}`);
+  assert.ok(fit.r2 > 0.99 && fit.r2 < 1, `r2 ${fit.r2}`);
+  assert.ok(Math.abs(buildLineFit([{ x: 1, y: 3 }, { x: 3, y: 7 }]).intercept - 1) < 1e-9);
+  assert.ok(Number.isNaN(buildLineFit([{ x: 5, y: 1 }, { x: 5, y: 2 }]).slope));
+  assert.equal(findSettled([10, 50, 90, 100, 101, 100, 100], 3, 2), 5);
+  assert.equal(findSettled([10, 50, 90, 130], 3, 2), undefined);
+  assert.equal(findSettled([0, 5, 7, 5], 3, 2), 3, 'a window exactly as wide as the tolerance is settled');
+  done.push('P6 line fit (slope, r²) and settle window');
+
+  // Workers: per-repetition ratios 2 / 1, reported counts from the ready line.
+  const w = new SampleStore();
+  [[1, 1.5], [2, 2.4], [1, 2]].forEach(([one, two], rep) => {
+    w.set('workers.iperf8.fwd', workerRow(1), rep, one!);
+    w.set('workers.iperf8.fwd', workerRow(2), rep, two!);
+    w.set('workers.conn.rate', workerRow(1), rep, 500);
+    w.set('workers.conn.rate', workerRow(2), rep, 500 * (rep + 1));
+  });
+  assert.deepEqual(buildWorkerRatio(w, 'iperf8.fwd', 2, 1, 3), { median: 1.5, min: 1.2, max: 2, n: 3 });
+  const wt = buildWorkersTable(w, 3, [1, 2], new Map([[1, '1'], [2, '2']]));
+  assert.equal(wt.length, 2 + WORKER_FIGURES.length + 1);
+  assert.equal(wt[0], '| measure (mesh, sleep → productpage) | 1 worker | 2 workers | 2 / 1 |');
+  assert.equal(wt[2], '| iperf3 8 streams (-P 8), client → server, Gbit/s | 1.00 (1.00–2.00) | 2.00 (1.50–2.40) | 1.50 (1.20–2.00) × |');
+  assert.match(wt[4]!, /\| 500 \| 1,000 \(500–1,500\) \| 2\.00 \(1\.00–3\.00\) × \|$/);
+  assert.match(wt[5]!, /\| – \| – \| – \|$/);
+  assert.match(wt[6]!, /\| 1 \| 2 \|/);
+  const sum = buildWorkersSummary(w, 3, [1, 2], '2');
+  assert.match(sum, /client → server 1\.50 \(1\.20–2\.00\) ×, server → client – ×; new connections\/s 2\.00 \(1\.00–3\.00\) ×\. The main rows ran with 2 worker/);
+  assert.match(buildWorkersSummary(w, 3, [], '1'), /no worker comparison/);
+  const ready = (extra: string): string => `{"level":"info","message":"ztunnel-ts ready","mode":"node"${extra}}`;
+  assert.equal(parseWorkerCount(['not json', ready(',"workerThreads":4')]), '4');
+  assert.equal(parseWorkerCount([ready(',"workers":"2"')]), '2');
+  assert.equal(parseWorkerCount([ready('')]), '1 (not supported)');
+  assert.equal(parseWorkerCount(['{"message":"listening"}']), 'unknown');
+  done.push('workers table, summary line and the worker count of the ready line');
   return done;
 }

@@ -1,11 +1,13 @@
 // Issue 10's benchmarks (item 1: the harness), side by side in one run on the two-node namespaced
 // mesh: HTTP with autocannon (1 KiB responses, keep-alive; saturated at 100 connections, and a
 // fixed 1,000 req/s over 16 connections), bulk with iperf3 (1 and 8 streams, each direction),
-// new connections per second and idle-connection memory; rows: direct (no proxy), ztunnel-ts
+// new connections per second and idle-connection memory (a staircase of idle connections, the
+// RSS slope fitted over it); 1 worker thread vs N (ZTUNNEL_WORKER_THREADS, ztunnels restarted
+// inside each repetition): 8 streams each way and new connections/s; rows: direct (no proxy), ztunnel-ts
 // mesh (HBONE), a stunnel4 pair (mTLS 1.3) between the same two pods, ztunnel-ts passthrough
 // and haproxy (TCP, splice) on the same hops. Medians of ≥ 3 repetitions with min–max, goals
 // P1–P7 with the measured ratio, an SVG chart of the ratios.
-// Run as root after a build: node dist/bench/perf.js [--quick] [--reps N] [--out FILE.md] [--svg FILE.svg]
+// Run as root after a build: node dist/bench/perf.js [--quick] [--reps N] [--only=workers|memory] [--workers=1,2] [--out FILE.md] [--svg FILE.svg]
 //                            node dist/bench/perf.js --self-check      (the report arithmetic; no root)
 // Must never: pass or fail on a timing (it reports; exit 1 only when a row cannot run), run
 // anything unbounded, or touch anything outside the namespaces it created.
@@ -26,18 +28,38 @@ import {
   type BenchService,
   type Baselines,
 } from './perf-baselines.js';
-import { LOAD_CLIENT_JS, buildBoxPercent, buildZtunnelTail, getClockTicks, readBoxCpu, readProc, runIn, startBenchMesh, startIn, type BenchMesh } from './harness.js';
-import { SampleStore, buildGoalSvg, buildGoalTable, buildGoals, buildSpread, evaluateGoal, formatSpread, runSelfCheck, type RowKey } from './perf-report.js';
+import { LOAD_CLIENT_JS, buildBoxPercent, buildZtunnelTail, getClockTicks, readBoxCpu, readProc, runIn, startBenchMesh, startIn, writeGcPreload, type BenchMesh } from './harness.js';
+import {
+  SampleStore,
+  buildGoalSvg,
+  buildGoalTable,
+  buildGoals,
+  buildLineFit,
+  buildSpread,
+  buildWorkersSummary,
+  buildWorkersTable,
+  evaluateGoal,
+  findSettled,
+  formatSpread,
+  parseWorkerCount,
+  runSelfCheck,
+  workerRow,
+  type RowKey,
+} from './perf-report.js';
 
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 const AUTOCANNON_JS = join(HERE, 'autocannon-client.js');
 const HTTP_SERVER_JS = join(HERE, 'http-server.js');
 const REPO = join(HERE, '..', '..');
 
-const USAGE = `usage: node dist/bench/perf.js [--quick] [--reps N] [--out FILE.md] [--svg FILE.svg] [--prefix NAME]
+const USAGE = `usage: node dist/bench/perf.js [--quick] [--reps N] [--only=workers|memory] [--workers=LIST|off] [--out FILE.md] [--svg FILE.svg] [--prefix NAME]
        node dist/bench/perf.js --self-check
-  --quick      1 repetition, 3 s runs, 500 new connections (validates the harness; figures are noise)
+  --quick      1 repetition, 3 s runs, 500 new connections, 4 × 1,000 idle connections (validates the harness; figures are noise)
   --reps N     repetitions (default 3; medians and min–max over them)
+  --only=SECTION  run one section alone (mesh row only, no stunnel/haproxy): workers (the worker-thread
+               comparison) or memory (P6); the report then goes to bench/RESULTS-perf-SECTION.md
+  --workers=LIST  worker-thread counts compared (ZTUNNEL_WORKER_THREADS; both ztunnels restarted for each,
+               alternating order per repetition), first = base of the ratios; default 1,2; off = skip
   --out FILE   markdown report (default bench/RESULTS-perf.md)
   --svg FILE   chart of the goal ratios (default: --out with .svg, or bench/perf.svg)
   --node-args=FLAGS  node flags for the two ztunnels, e.g. --node-args=--max-semi-space-size=2
@@ -48,7 +70,13 @@ const SAT_CONNECTIONS = 100;
 const FIXED_CONNECTIONS = 16;
 const FIXED_RATE = 1000;
 const CONNECT_CONCURRENCY = 20;
-const IDLE_CONNECTIONS = 1000;
+/** P6 staircase: IDLE_STEPS steps of idle connections (per step: 2,000, --quick 1,000), RSS read settled after each. */
+const IDLE_STEPS = 4;
+/** Settled = the last SETTLE_WINDOW samples (every SETTLE_EVERY_MS) within SETTLE_TOLERANCE_KB; give up after SETTLE_MAX_MS. */
+const SETTLE_WINDOW = 4;
+const SETTLE_EVERY_MS = 500;
+const SETTLE_TOLERANCE_KB = 256;
+const SETTLE_MAX_MS = 20_000;
 
 const t0 = performance.now();
 const say = (s = ''): void => void process.stdout.write(`${s}\n`);
@@ -62,28 +90,34 @@ interface Row {
   from: string;
   host: string;
   port: (svc: BenchService) => number;
-  /** The proxy processes whose CPU is charged to this row, with the side names of P5. */
-  procs: { side: string; pid: number }[];
+  /** The proxy processes whose CPU is charged to this row, with the side names of P5 (read at each run: a ztunnel restart changes the pid). */
+  procs: () => { side: string; pid: number }[];
 }
 
-function buildRows(mesh: BenchMesh, b: Baselines): Row[] {
+/** The five rows; without baselines (--only) just direct, mesh and passthrough. */
+function buildRows(mesh: BenchMesh, b: Baselines | undefined): Row[] {
   const ip = (pod: string): string => mesh.topo.getPod(pod).ip;
   const zt = (pod: string): number => mesh.ztunnels.find((z) => z.node === mesh.topo.getPod(pod).node)!.pid;
   const std = (svc: BenchService): number => BENCH_PORTS[svc];
-  return [
-    { key: 'direct', label: 'direct: outsider → plain (no proxy)', from: 'outsider', host: ip('plain'), port: std, procs: [] },
-    { key: 'mesh', label: 'ztunnel-ts mesh: sleep → productpage (HBONE, 2 ztunnels)', from: 'sleep', host: ip('productpage'), port: std, procs: [{ side: 'src', pid: zt('sleep') }, { side: 'dst', pid: zt('productpage') }] },
-    {
+  const rows: Row[] = [
+    { key: 'direct', label: 'direct: outsider → plain (no proxy)', from: 'outsider', host: ip('plain'), port: std, procs: () => [] },
+    { key: 'mesh', label: 'ztunnel-ts mesh: sleep → productpage (HBONE, 2 ztunnels)', from: 'sleep', host: ip('productpage'), port: std, procs: () => [{ side: 'src', pid: zt('sleep') }, { side: 'dst', pid: zt('productpage') }] },
+  ];
+  if (b !== undefined) {
+    rows.push({
       key: 'stunnel',
       label: 'stunnel4 pair: sleep → productpage (mTLS 1.3, P-256)',
       from: 'sleep',
       host: '127.0.0.1',
       port: (svc) => STUNNEL_LOCAL_PORTS[svc],
-      procs: [{ side: 'src', pid: b.stunnelClient.pid! }, { side: 'dst', pid: b.stunnelServer.pid! }],
-    },
-    { key: 'passthrough', label: 'ztunnel-ts passthrough: sleep → plain (source ztunnel, TCP)', from: 'sleep', host: ip('plain'), port: std, procs: [{ side: 'src', pid: zt('sleep') }] },
-    { key: 'haproxy', label: 'haproxy TCP + splice: sleep → plain (in the source ztunnel netns)', from: 'sleep', host: b.haproxyIp, port: (svc) => HAPROXY_PORTS[svc], procs: [{ side: 'src', pid: b.haproxy.pid! }] },
-  ];
+      procs: () => [{ side: 'src', pid: b.stunnelClient.pid! }, { side: 'dst', pid: b.stunnelServer.pid! }],
+    });
+  }
+  rows.push({ key: 'passthrough', label: 'ztunnel-ts passthrough: sleep → plain (source ztunnel, TCP)', from: 'sleep', host: ip('plain'), port: std, procs: () => [{ side: 'src', pid: zt('sleep') }] });
+  if (b !== undefined) {
+    rows.push({ key: 'haproxy', label: 'haproxy TCP + splice: sleep → plain (in the source ztunnel netns)', from: 'sleep', host: b.haproxyIp, port: (svc) => HAPROXY_PORTS[svc], procs: () => [{ side: 'src', pid: b.haproxy.pid! }] });
+  }
+  return rows;
 }
 
 // ---------- the runs ----------
@@ -103,11 +137,12 @@ async function runIperf(mesh: BenchMesh, row: Row, seconds: number, streams: num
 }
 
 async function runHttp(mesh: BenchMesh, row: Row, seconds: number, connections: number, rate?: number): Promise<HttpLoadResult & { cpuSec: Map<string, number> }> {
-  const before = row.procs.map((p) => readProc(p.pid).ticks);
+  const procs = row.procs();
+  const before = procs.map((p) => readProc(p.pid).ticks);
   const url = `http://${row.host}:${row.port('http')}/`;
   const args = [AUTOCANNON_JS, url, String(connections), String(seconds), ...(rate === undefined ? [] : [String(rate)])];
   const r = await runIn(mesh.topo.podNetns(row.from), process.execPath, args, (seconds + 45) * 1000);
-  const cpuSec = new Map(row.procs.map((p, i) => [p.side, (readProc(p.pid).ticks - before[i]!) / getClockTicks()]));
+  const cpuSec = new Map(procs.map((p, i) => [p.side, (readProc(p.pid).ticks - before[i]!) / getClockTicks()]));
   let j: HttpLoadResult;
   try {
     j = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as HttpLoadResult;
@@ -126,26 +161,150 @@ async function runConnect(mesh: BenchMesh, row: Row, count: number): Promise<{ p
   return { perSec: j.perSec, errors: j.errors ?? 0 };
 }
 
-/** Idle RSS of both ztunnels after a warm-up, then RSS per idle mesh connection (the old throughput.ts §4, with the per-side split P6 asks for). */
-async function runIdleMemory(mesh: BenchMesh, row: Row): Promise<{ idleMb: Map<string, number>; kbPerConn: Map<string, number>; opened: number; errors: number }> {
-  await runConnect(mesh, row, 5);
+/** Anonymous resident memory (RssAnon: heap, stacks, buffers; no file-backed code pages) of `pid`, in KB. */
+function readAnonKb(pid: number): number {
+  return Number(/^RssAnon:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+}
+
+/**
+ * Samples RssAnon of every pid every SETTLE_EVERY_MS until the last SETTLE_WINDOW samples of
+ * each lie within SETTLE_TOLERANCE_KB (or SETTLE_MAX_MS pass); returns each pid's mean over that
+ * last window, and whether all settled.
+ */
+async function readSettledKb(pids: readonly number[]): Promise<{ kb: number[]; settled: boolean; ms: number }> {
+  const series: number[][] = pids.map(() => []);
+  const t = performance.now();
+  for (;;) {
+    pids.forEach((pid, i) => series[i]!.push(readAnonKb(pid)));
+    const done = series.every((x) => findSettled(x, SETTLE_WINDOW, SETTLE_TOLERANCE_KB) === x.length - 1);
+    if (done || performance.now() - t >= SETTLE_MAX_MS) {
+      const kb = series.map((x) => x.slice(-SETTLE_WINDOW).reduce((a, b) => a + b, 0) / Math.min(SETTLE_WINDOW, x.length));
+      return { kb, settled: done, ms: performance.now() - t };
+    }
+    await sleep(SETTLE_EVERY_MS);
+  }
+}
+
+/**
+ * A full GC in each ztunnel (SIGUSR2 → the preload of harness.ts writeGcPreload; twice, so what the first one's
+ * finalizers let go is collected too). Refuses a process that was not started with the preload:
+ * SIGUSR2 would end it.
+ */
+async function collectGarbage(pids: readonly number[]): Promise<void> {
+  for (const pid of pids) {
+    if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('gc-on-signal')) throw new Error(`ztunnel pid ${pid} runs without the GC preload; not signalling it`);
+  }
+  for (let i = 0; i < 2; i++) {
+    for (const pid of pids) process.kill(pid, 'SIGUSR2');
+    await sleep(500);
+  }
+  await sleep(500);
+}
+
+interface IdleMemory {
+  idleMb: Map<string, number>;
+  /** Fitted KB per idle connection, and the fit's r², per side. */
+  kbPerConn: Map<string, number>;
+  r2: Map<string, number>;
+  /** KB per connection of each step alone (diagnostic: how far single steps scatter). */
+  stepKb: Map<string, number[]>;
+  opened: number;
+  errors: number;
+  unsettled: number;
+}
+
+/**
+ * On ztunnels freshly started with the GC preload: idle RSS (VmRSS) after a warm-up and a full
+ * GC, then P6: IDLE_STEPS steps of `perStep` idle mesh connections each (a load-client process
+ * per step, all held open); after each step a full GC, then RssAnon once it settles; KB per
+ * connection = least-squares slope of RssAnon over the connections open (perStep, 2·perStep, ...).
+ * The GC removes the garbage of connection setup (how much of it is still there depends on when
+ * V8 last collected: steps of 4–30 MB); the slope is blind to one-off costs that do not grow
+ * with the count.
+ */
+async function runIdleMemory(mesh: BenchMesh, row: Row, perStep: number): Promise<IdleMemory> {
+  await runConnect(mesh, row, 20);
   await sleep(1500);
-  const before = row.procs.map((p) => readProc(p.pid).rssKb);
-  const { child, lines } = await startIn(
-    mesh.topo,
-    mesh.topo.podNetns(row.from),
-    process.execPath,
-    [LOAD_CLIENT_JS, 'idle', row.host, String(row.port('echo')), String(IDLE_CONNECTIONS), '20000'],
-    /"ready"/,
-    60_000,
-  );
-  const ready = JSON.parse(lines.find((l) => l.includes('"ready"')) ?? '{}') as { ready?: number; errors?: number };
+  const procs = row.procs();
+  const pids = procs.map((p) => p.pid);
+  await collectGarbage(pids);
+  const points: { x: number; y: number[] }[] = [];
+  let unsettled = 0;
+  const first = await readSettledKb(pids);
+  const idleMb = new Map(procs.map((p) => [p.side, readProc(p.pid).rssKb / 1024]));
+  if (!first.settled) unsettled += 1;
+  points.push({ x: 0, y: first.kb });
+  const clients: { kill(sig: NodeJS.Signals): boolean }[] = [];
+  let opened = 0;
+  let errors = 0;
+  try {
+    for (let step = 0; step < IDLE_STEPS; step++) {
+      const { child, lines } = await startIn(
+        mesh.topo,
+        mesh.topo.podNetns(row.from),
+        process.execPath,
+        [LOAD_CLIENT_JS, 'idle', row.host, String(row.port('echo')), String(perStep), '600000'],
+        /"ready"/,
+        120_000,
+      );
+      clients.push(child);
+      const ready = JSON.parse(lines.find((l) => l.includes('"ready"')) ?? '{}') as { ready?: number; errors?: number };
+      opened += ready.ready ?? 0;
+      errors += ready.errors ?? 0;
+      await collectGarbage(pids);
+      const r = await readSettledKb(pids);
+      if (!r.settled) unsettled += 1;
+      points.push({ x: opened, y: r.kb });
+      progress(`  step ${step + 1}/${IDLE_STEPS}: ${opened} open, RssAnon MB src/dst ${r.kb.map((k) => (k / 1024).toFixed(1)).join('/')} (${r.settled ? 'settled' : 'NOT settled'} after ${(r.ms / 1000).toFixed(1)} s)`);
+    }
+  } finally {
+    for (const c of clients) c.kill('SIGTERM');
+  }
   await sleep(3000);
-  const opened = ready.ready ?? 0;
-  const kbPerConn = new Map(row.procs.map((p, i) => [p.side, (readProc(p.pid).rssKb - before[i]!) / Math.max(1, opened)]));
-  child.kill('SIGTERM');
-  await sleep(2000);
-  return { idleMb: new Map(row.procs.map((p, i) => [p.side, before[i]! / 1024])), kbPerConn, opened, errors: ready.errors ?? 0 };
+  const kbPerConn = new Map<string, number>();
+  const r2 = new Map<string, number>();
+  const stepKb = new Map<string, number[]>();
+  procs.forEach((p, i) => {
+    // From the first step on: the step from 0 also carries one-off growth (V8's young generation
+    // and pools sizing up to a busy process), 1.5–2 × the later steps.
+    const fit = buildLineFit(points.slice(1).map((q) => ({ x: q.x, y: q.y[i]! })));
+    kbPerConn.set(p.side, fit.slope);
+    r2.set(p.side, fit.r2);
+    stepKb.set(p.side, points.slice(1).map((q, j) => (q.y[i]! - points[j]!.y[i]!) / Math.max(1, q.x - points[j]!.x)));
+  });
+  return { idleMb, kbPerConn, r2, stepKb, opened, errors, unsettled };
+}
+
+/**
+ * The worker-thread comparison of one repetition: for each count (order reversed on odd
+ * repetitions so that drift during a repetition hits both), both ztunnels restarted with
+ * ZTUNNEL_WORKER_THREADS=count, warmed up, then iperf3 -P 8 each way and new connections/s on
+ * the mesh row. Leaves the ztunnels running with the last count.
+ */
+async function runWorkers(o: { mesh: BenchMesh; row: Row; counts: readonly number[]; rep: number; reps: number; seconds: number; connectCount: number; store: SampleStore; reported: Map<number, string> }): Promise<void> {
+  const order = o.rep % 2 === 0 ? [...o.counts] : [...o.counts].reverse();
+  const tag = `rep ${o.rep + 1}/${o.reps} workers`;
+  for (const count of order) {
+    progress(`${tag}: restarting both ztunnels with ZTUNNEL_WORKER_THREADS=${count} ...`);
+    await o.mesh.restartZtunnels({ ZTUNNEL_WORKER_THREADS: String(count) });
+    const said = [...new Set(o.mesh.ztunnels.map((z) => parseWorkerCount(z.handle.out)))].join(' / ');
+    o.reported.set(count, said);
+    // Warm-up: the HBONE pool and the JIT of the restarted processes.
+    await runConnect(o.mesh, o.row, 50);
+    await runIperf(o.mesh, o.row, 1, 8, false);
+    await sleep(500);
+    const fig = (id: string): string => `workers.${id}`;
+    for (const reverse of [false, true]) {
+      const g = await runIperf(o.mesh, o.row, o.seconds, 8, reverse);
+      o.store.set(fig(`iperf8.${reverse ? 'rev' : 'fwd'}`), workerRow(count), o.rep, g);
+      progress(`${tag} ${count} (ready line: ${said}): iperf3 -P 8${reverse ? ' -R' : ''} mesh ${g.toFixed(2)} Gbit/s`);
+      await sleep(500);
+    }
+    const c = await runConnect(o.mesh, o.row, o.connectCount);
+    o.store.set(fig('conn.rate'), workerRow(count), o.rep, c.perSec);
+    o.store.set(fig('conn.errors'), workerRow(count), o.rep, c.errors);
+    progress(`${tag} ${count}: new connections mesh ${c.perSec.toFixed(0)}/s, errors ${c.errors}`);
+  }
 }
 
 // ---------- setup ----------
@@ -233,7 +392,22 @@ interface Figure {
   added?: boolean;
 }
 
-function buildReport(o: { store: SampleStore; reps: number; rows: Row[]; figures: Figure[]; machine: Versions; command: string; seconds: number; connectCount: number; notes: string[] }): string {
+function buildReport(o: {
+  store: SampleStore;
+  reps: number;
+  rows: Row[];
+  figures: Figure[];
+  machine: Versions;
+  command: string;
+  seconds: number;
+  connectCount: number;
+  notes: string[];
+  only: Only;
+  workerCounts: readonly number[];
+  workerReported: ReadonlyMap<number, string>;
+  mainWorkers: string;
+  memoryMethod: string;
+}): string {
   const { store, reps } = o;
   const out: string[] = ['# ztunnel-ts against direct, stunnel4 and haproxy (issue 10)', ''];
   out.push(`Date: ${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC. Command: \`${o.command}\` (as root, after \`npx tsc -p tsconfig.build.json\`), ${((performance.now() - t0) / 1000).toFixed(0)} s wall, ${reps} repetition(s), ${o.seconds} s per run.`, '');
@@ -244,14 +418,33 @@ function buildReport(o: { store: SampleStore; reps: number; rows: Row[]; figures
     'One topology: two node namespaces joined by a bridge, the kernel capture path (ipset, marks, TPROXY), one ztunnel-ts per node. ' +
       'Rows, interleaved inside each repetition: ' +
       o.rows.map((r) => `**${r.key}** = ${r.label}`).join('; ') +
-      '. The stunnel pair and haproxy run between the same pods from second, non-mesh addresses on those pods (not captured). ' +
+      (o.only === 'all'
+        ? '. The stunnel pair and haproxy run between the same pods from second, non-mesh addresses on those pods (not captured). '
+        : `. A single-section run (--only=${o.only}): the stunnel pair and haproxy are not started. `) +
       'Load generators, servers and proxies share the cores: compare ratios. Each cell: median (min–max) over the repetitions; goal ratios are medians of the per-repetition ratios.',
   );
   out.push('');
-  const goals = buildGoals().map((g) => evaluateGoal(g, store, reps));
-  out.push('## Goals (issue 10, P1–P7)', '', ...buildGoalTable(goals), '', '![goal ratios](perf.svg)', '');
+  // A single-section run (--only) lists only the goals it measured.
+  const goals = buildGoals()
+    .map((g) => evaluateGoal(g, store, reps))
+    .filter((g) => o.only === 'all' || g.met !== undefined);
+  out.push('## Goals (issue 10, P1–P7)', '');
+  if (goals.length > 0) out.push(...buildGoalTable(goals), '');
+  if (o.workerCounts.length > 0) out.push(buildWorkersSummary(store, reps, o.workerCounts, o.mainWorkers), '');
+  else out.push(`The main rows ran with ${o.mainWorkers} worker thread(s) (the process default).`, '');
+  if (o.only !== 'workers') out.push(`P6 method: ${o.memoryMethod}`, '');
+  out.push('![goal ratios](perf.svg)', '');
   let n = 0;
-  for (const f of o.figures) {
+  if (o.workerCounts.length > 0) {
+    n += 1;
+    out.push(
+      `## ${n}. Worker threads: ${o.workerCounts.join(' vs ')} (ZTUNNEL_WORKER_THREADS, both ztunnels restarted for each count, order alternating per repetition; iperf3 ${o.seconds} s, ${o.connectCount} new connections at concurrency ${CONNECT_CONCURRENCY})`,
+      '',
+      ...buildWorkersTable(store, reps, o.workerCounts, o.workerReported),
+      '',
+    );
+  }
+  for (const f of o.figures.filter((x) => x.rows.some((k) => store.get(x.id, k).some(Number.isFinite)))) {
     n += 1;
     out.push(`## ${n}. ${f.title}`, '');
     const hasBase = f.base !== undefined;
@@ -274,8 +467,18 @@ function buildReport(o: { store: SampleStore; reps: number; rows: Row[]; figures
 
 // ---------- main ----------
 
+type Only = 'all' | 'workers' | 'memory';
+
+/** `--workers=1,2` → [1, 2]; 'off' → []; undefined for a bad list (each 1..64, distinct, at least two). */
+function parseWorkerCounts(text: string): number[] | undefined {
+  if (text === 'off') return [];
+  const v = text.split(',').map((x) => Number(x.trim()));
+  if (v.length < 2 || v.some((x) => !Number.isInteger(x) || x < 1 || x > 64) || new Set(v).size !== v.length) return undefined;
+  return v;
+}
+
 async function main(argv: string[]): Promise<number> {
-  let values: { quick?: boolean; reps?: string; out?: string; svg?: string; prefix?: string; 'node-args'?: string; 'self-check'?: boolean; help?: boolean };
+  let values: { quick?: boolean; reps?: string; only?: string; workers?: string; out?: string; svg?: string; prefix?: string; 'node-args'?: string; 'self-check'?: boolean; help?: boolean };
   try {
     values = parseArgs({
       args: argv,
@@ -283,6 +486,8 @@ async function main(argv: string[]): Promise<number> {
       options: {
         quick: { type: 'boolean' },
         reps: { type: 'string' },
+        only: { type: 'string' },
+        workers: { type: 'string' },
         out: { type: 'string' },
         svg: { type: 'string' },
         prefix: { type: 'string' },
@@ -309,6 +514,16 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`--reps takes 1..20\n${USAGE}`);
     return 2;
   }
+  const only = (values.only ?? 'all') as Only;
+  if (!['all', 'workers', 'memory'].includes(only)) {
+    process.stderr.write(`--only takes workers or memory\n${USAGE}`);
+    return 2;
+  }
+  const workerCounts = only === 'memory' ? [] : parseWorkerCounts(values.workers ?? '1,2');
+  if (workerCounts === undefined || (only === 'workers' && workerCounts.length === 0)) {
+    process.stderr.write(`--workers takes a list of at least two distinct counts 1..64 (e.g. 1,2)${only === 'all' ? ' or off' : ''}\n${USAGE}`);
+    return 2;
+  }
   if (process.platform !== 'linux' || process.getuid?.() !== 0) {
     process.stderr.write('perf: needs root on Linux (network namespaces, iptables, ipset)\n');
     return 1;
@@ -322,8 +537,9 @@ async function main(argv: string[]): Promise<number> {
   }
   const seconds = quick ? 3 : 10;
   const connectCount = quick ? 500 : 2000;
-  const out = values.out ?? join(REPO, 'bench', 'RESULTS-perf.md');
-  const svgOut = values.svg ?? (values.out !== undefined ? values.out.replace(/(\.md)?$/, '.svg') : join(REPO, 'bench', 'perf.svg'));
+  const idlePerStep = quick ? 1000 : 2000;
+  const out = values.out ?? join(REPO, 'bench', only === 'all' ? 'RESULTS-perf.md' : `RESULTS-perf-${only}.md`);
+  const svgOut = values.svg ?? (values.out !== undefined || only !== 'all' ? out.replace(/(\.md)?$/, '.svg') : join(REPO, 'bench', 'perf.svg'));
   const prefix = values.prefix ?? `zp${process.pid % 10000}`;
   const workDir = join('/tmp', `${prefix}-perf`);
   mkdirSync(workDir, { recursive: true });
@@ -337,8 +553,12 @@ async function main(argv: string[]): Promise<number> {
   let baselines: Baselines | undefined;
   try {
     await startServers(mesh);
-    progress('starting the stunnel4 pair and haproxy ...');
-    baselines = await startBaselines(mesh.topo, workDir);
+    const mainWorkers = [...new Set(mesh.ztunnels.map((z) => parseWorkerCount(z.handle.out)))].join(' / ');
+    progress(`worker threads of the main rows (ztunnel-ts ready line): ${mainWorkers}`);
+    if (only === 'all') {
+      progress('starting the stunnel4 pair and haproxy ...');
+      baselines = await startBaselines(mesh.topo, workDir);
+    }
     const rows = buildRows(mesh, baselines);
     await checkRows(mesh, rows);
     progress('every row answers 200 with 1 KiB');
@@ -347,15 +567,13 @@ async function main(argv: string[]): Promise<number> {
     const all: RowKey[] = rows.map((r) => r.key);
     const proxied = all.filter((k) => k !== 'direct');
     const notes: string[] = [];
+    const workerReported = new Map<number, string>();
+    const gcPreloadArgs = writeGcPreload(workDir);
+    let unsettled = 0;
 
-    for (let rep = 0; rep < reps; rep++) {
+    /** The five rows side by side: new connections, HTTP saturated and at 1,000 req/s, iperf3 1 and 8 streams each way. */
+    const runMainRows = async (rep: number): Promise<void> => {
       const tag = `rep ${rep + 1}/${reps}`;
-      progress(`${tag} memory: ${IDLE_CONNECTIONS} idle connections through the mesh ...`);
-      const mem = await runIdleMemory(mesh, row('mesh'));
-      for (const [side, v] of mem.idleMb) store.set(`mem.idleMb.${side}`, 'mesh', rep, v);
-      for (const [side, v] of mem.kbPerConn) store.set(`mem.kbPerConn.${side}`, 'mesh', rep, v);
-      progress(`${tag} memory: opened ${mem.opened} (errors ${mem.errors}); idle RSS MB src/dst ${[...mem.idleMb.values()].map((v) => v.toFixed(0)).join('/')}, KB per connection ${[...mem.kbPerConn.values()].map((v) => v.toFixed(1)).join('/')}`);
-
       for (const k of all) {
         const r = await runConnect(mesh, row(k), connectCount);
         store.set('conn.rate', k, rep, r.perSec);
@@ -396,6 +614,38 @@ async function main(argv: string[]): Promise<number> {
           }
         }
       }
+    };
+
+    for (let rep = 0; rep < reps; rep++) {
+      const tag = `rep ${rep + 1}/${reps}`;
+      if (only !== 'workers') {
+        progress(`${tag} memory: restarting both ztunnels with the GC preload (default worker count) ...`);
+        await mesh.restartZtunnels({}, gcPreloadArgs);
+        progress(`${tag} memory: ${IDLE_STEPS} steps of ${idlePerStep} idle connections through the mesh ...`);
+        const mem = await runIdleMemory(mesh, row('mesh'), idlePerStep);
+        unsettled += mem.unsettled;
+        for (const [side, v] of mem.idleMb) store.set(`mem.idleMb.${side}`, 'mesh', rep, v);
+        for (const [side, v] of mem.kbPerConn) store.set(`mem.kbPerConn.${side}`, 'mesh', rep, v);
+        for (const [side, v] of mem.r2) store.set(`mem.r2.${side}`, 'mesh', rep, v);
+        for (const [side, v] of mem.stepKb) {
+          store.set(`mem.stepMin.${side}`, 'mesh', rep, Math.min(...v));
+          store.set(`mem.stepMax.${side}`, 'mesh', rep, Math.max(...v));
+        }
+        progress(
+          `${tag} memory: opened ${mem.opened} (errors ${mem.errors}); idle RSS MB src/dst ${[...mem.idleMb.values()].map((v) => v.toFixed(0)).join('/')}, ` +
+            `KB per connection (slope) ${[...mem.kbPerConn.values()].map((v) => v.toFixed(2)).join('/')}, r² ${[...mem.r2.values()].map((v) => v.toFixed(4)).join('/')}, ` +
+            `single steps ${[...mem.stepKb.values()].map((v) => v.map((x) => x.toFixed(1)).join(' ')).join(' / ')}`,
+        );
+      }
+      if (only === 'all') {
+        // The main rows measure the ztunnel as shipped: restarted without the GC preload.
+        progress(`${tag}: restarting both ztunnels as started (default worker count, no preload) ...`);
+        await mesh.restartZtunnels({});
+        await runConnect(mesh, row('mesh'), 50);
+        await runMainRows(rep);
+      }
+      // Leaves the ztunnels with the last worker count; the next repetition restarts them.
+      if (workerCounts.length > 0) await runWorkers({ mesh, row: row('mesh'), counts: workerCounts, rep, reps, seconds, connectCount, store, reported: workerReported });
     }
 
     const w = (name: string, p50: string): Figure[] => [
@@ -421,17 +671,56 @@ async function main(argv: string[]): Promise<number> {
       { id: 'conn.errors', title: 'New connections: errors', unit: 'count', digits: 0, rows: all },
       { id: 'mem.idleMb.src', title: 'Idle RSS of the source ztunnel (after a warm-up, HBONE session pooled)', unit: 'MB', digits: 1, rows: ['mesh'] },
       { id: 'mem.idleMb.dst', title: 'Idle RSS of the destination ztunnel', unit: 'MB', digits: 1, rows: ['mesh'] },
-      { id: 'mem.kbPerConn.src', title: `RSS per idle proxied connection, source ztunnel (${IDLE_CONNECTIONS} idle mesh connections, read 3 s after opening)`, unit: 'KB', digits: 1, rows: ['mesh'] },
-      { id: 'mem.kbPerConn.dst', title: 'RSS per idle proxied connection, destination ztunnel', unit: 'KB', digits: 1, rows: ['mesh'] },
+      { id: 'mem.kbPerConn.src', title: `RSS (RssAnon) per idle proxied connection, source ztunnel: slope over ${IDLE_STEPS} steps of ${idlePerStep} idle mesh connections`, unit: 'KB', digits: 2, rows: ['mesh'] },
+      { id: 'mem.kbPerConn.dst', title: 'RSS (RssAnon) per idle proxied connection, destination ztunnel: slope', unit: 'KB', digits: 2, rows: ['mesh'] },
+      { id: 'mem.r2.src', title: 'P6 fit quality, source ztunnel: r² of RssAnon over open connections (1 = a straight line)', unit: 'r²', digits: 4, rows: ['mesh'] },
+      { id: 'mem.r2.dst', title: 'P6 fit quality, destination ztunnel: r²', unit: 'r²', digits: 4, rows: ['mesh'] },
+      { id: 'mem.stepMin.src', title: 'P6 diagnostic, source ztunnel: smallest single step (its RssAnon rise ÷ its connections; what one two-point read would have said)', unit: 'KB', digits: 2, rows: ['mesh'] },
+      { id: 'mem.stepMax.src', title: 'P6 diagnostic, source ztunnel: largest single step', unit: 'KB', digits: 2, rows: ['mesh'] },
+      { id: 'mem.stepMin.dst', title: 'P6 diagnostic, destination ztunnel: smallest single step', unit: 'KB', digits: 2, rows: ['mesh'] },
+      { id: 'mem.stepMax.dst', title: 'P6 diagnostic, destination ztunnel: largest single step', unit: 'KB', digits: 2, rows: ['mesh'] },
     ];
-    notes.push(
+    const memoryMethod =
+      `each repetition restarts both ztunnels (default worker count) with a bench-only preload (GC_PRELOAD_SOURCE in bench/harness.ts, \`--expose-gc --require\`: SIGUSR2 = a full GC, in worker threads too), ` +
+      `warms up (20 connections), collects garbage and reads the idle RSS (VmRSS). Then ${IDLE_STEPS} steps of ${idlePerStep.toLocaleString('en-US')} idle mesh connections ` +
+      `(up to ${(IDLE_STEPS * idlePerStep).toLocaleString('en-US')} held open, one echoed byte each); after each step two full GCs, then RssAnon (anonymous resident memory ` +
+      `from /proc/PID/status: heap, buffers, stacks; not file-backed code pages) sampled every ${SETTLE_EVERY_MS} ms until ${SETTLE_WINDOW} samples lie within ${SETTLE_TOLERANCE_KB} KB ` +
+      `(at most ${SETTLE_MAX_MS / 1000} s), their mean. KB per idle connection = the least-squares slope of those points over the connections open (from the first step on: ` +
+      `the step from 0 also carries one-off growth of a process that was idle, 1.5–2 × the later steps). The old method (one VmRSS read 3 s after opening 1,000 connections ` +
+      `minus one before, no GC) measured mostly when V8 had last collected: RSS moves in 4–30 MB jumps with the garbage of connection setup, so its spread ran −14..+32 KB. ` +
+      `The main rows then run on ztunnels restarted without the preload.` +
+      (unsettled > 0 ? ` ${unsettled} point(s) in this run did not settle within ${SETTLE_MAX_MS / 1000} s (read anyway).` : '');
+    if (only === 'all') notes.push(
       'Latency percentiles come from every 2xx response time autocannon reports (hrtime, sub-ms), computed by bench/autocannon-client.ts; autocannon\'s own histogram keeps whole milliseconds.',
       'CPU is utime+stime of the proxy processes from /proc over the run, divided by the requests answered: CPU seconds per 1,000 requests = vCPU per 1,000 req/s.',
       'haproxy runs with its default thread count; the stunnel pair uses its default TLS 1.3 cipher and group choice (the certificates are ECDSA P-256).',
       'Connection setup and memory are done here (the figures P6/P7 need); bench/throughput.ts is left as it was (its wrk/node-loop HTTP section is superseded by this file).',
     );
-    const report = buildReport({ store, reps, rows, figures, machine, command: `node dist/bench/perf.js${argv.length ? ` ${argv.join(' ')}` : ''}`, seconds, connectCount, notes });
-    const goals = buildGoals().map((g) => evaluateGoal(g, store, reps));
+    if (workerCounts.length > 0) {
+      notes.push(
+        `Worker threads: for each count both ztunnels are restarted with ZTUNNEL_WORKER_THREADS set (SIGTERM, new process, ready on /healthz/ready), warmed up (50 connections, a 1 s iperf3), then measured on the mesh row; the order of the counts alternates per repetition. ` +
+          "The count each ztunnel reports is read from its 'ztunnel-ts ready' log line ('1 (not supported)' = a build without worker threads, where the variable is ignored and both columns measure the same thing).",
+      );
+    }
+    const report = buildReport({
+      store,
+      reps,
+      rows,
+      figures,
+      machine,
+      command: `node dist/bench/perf.js${argv.length ? ` ${argv.join(' ')}` : ''}`,
+      seconds,
+      connectCount,
+      notes,
+      only,
+      workerCounts,
+      workerReported,
+      mainWorkers,
+      memoryMethod,
+    });
+    const goals = buildGoals()
+      .map((g) => evaluateGoal(g, store, reps))
+      .filter((g) => only === 'all' || g.met !== undefined);
     say('');
     say(report);
     writeFileSync(out, report.replace('](perf.svg)', `](${svgOut.split('/').pop()})`));
