@@ -193,13 +193,12 @@ function corkUntilCheck(to: Writable): void {
  * kernel, or in nghttp2's/TLS's own buffers), instead of a new backing store per read.
  */
 const kPooledRelease = Symbol.for('ztunnel-ts.pooled-read.release');
-type MaybePooled = ArrayBufferLike & { [kPooledRelease]?: (ab: ArrayBufferLike) => void };
+type MaybePooled = ArrayBufferLike & { [kPooledRelease]?: (chunk: Buffer) => void };
 
 function writeChunk(to: Writable, chunk: Buffer): boolean {
-  const ab = chunk.buffer as MaybePooled;
-  const release = ab[kPooledRelease];
+  const release = (chunk.buffer as MaybePooled)[kPooledRelease];
   if (release === undefined) return to.write(chunk);
-  return to.write(chunk, () => release(ab));
+  return to.write(chunk, () => release(chunk));
 }
 
 function onData(this: Duplex, chunk: Buffer): void {

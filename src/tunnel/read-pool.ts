@@ -10,8 +10,8 @@
 // whose buffer is pooled by Node anyway), and pushed into the socket's readable side as
 // usual: 'data', pause/resume, EOF and errors behave exactly as without the option.
 // A consumer that knows when a chunk is no longer referenced (the copy loop, once the write
-// of it completed) hands its buffer back with the function stored on the chunk's
-// ArrayBuffer under POOLED_READ_RELEASE; a chunk never handed back is simply collected.
+// of it completed) hands it back with the function stored on the chunk's ArrayBuffer
+// under POOLED_READ_RELEASE (only a whole chunk, once, goes back); a chunk never handed back is simply collected.
 // An idle socket holds no buffer of its own (the area is shared).
 import type net from 'node:net';
 
@@ -24,20 +24,25 @@ export const POOL_MAX_FREE = 32;
 
 /**
  * Registered (Symbol.for) so that src/copy/ can hand a chunk back without importing this
- * module (the layering keeps copy/ below tunnel/): `chunk.buffer[POOLED_READ_RELEASE]?.(chunk.buffer)`.
+ * module (the layering keeps copy/ below tunnel/): `chunk.buffer[POOLED_READ_RELEASE]?.(chunk)`.
  */
 export const POOLED_READ_RELEASE: unique symbol = Symbol.for('ztunnel-ts.pooled-read.release') as never;
 
-type Pooled = ArrayBufferLike & { [POOLED_READ_RELEASE]?: (ab: ArrayBufferLike) => void };
+type Pooled = ArrayBufferLike & { [POOLED_READ_RELEASE]?: (chunk: Uint8Array) => void };
 
 const area = Buffer.allocUnsafeSlow(READ_SIZE);
 const free: Buffer[] = [];
-const inUse = new WeakSet<ArrayBufferLike>();
+/** Pooled buffers handed out, with the length of the chunk pushed from each. */
+const inUse = new WeakMap<ArrayBufferLike, number>();
 let created = 0;
 
-function release(ab: ArrayBufferLike): void {
-  // Only once per take: a second release of the same buffer would hand it out twice.
-  if (!inUse.delete(ab)) return;
+function release(chunk: Uint8Array): void {
+  // Only the whole chunk this pool pushed, and only once: a part of it (a consumer that read
+  // fewer bytes, the rest still queued elsewhere) or a second release would hand out a
+  // buffer still in use. Anything else is left to the GC.
+  const ab = chunk.buffer;
+  if (chunk.byteOffset !== 0 || inUse.get(ab) !== chunk.length) return;
+  inUse.delete(ab);
   if (free.length < POOL_MAX_FREE) free.push(Buffer.from(ab, 0, READ_SIZE));
 }
 
@@ -48,7 +53,6 @@ function take(): Buffer {
     (b.buffer as Pooled)[POOLED_READ_RELEASE] = release;
     created += 1;
   }
-  inUse.add(b.buffer);
   return b;
 }
 
@@ -62,6 +66,7 @@ function onPooledRead(this: net.Socket, nread: number, buf: Uint8Array): boolean
     const b = take();
     b.set(buf.subarray(0, nread));
     chunk = b.subarray(0, nread);
+    inUse.set(b.buffer, nread);
   }
   // false: the readable side is full; Node stops reading until it is read from again.
   return this.push(chunk);

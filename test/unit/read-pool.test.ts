@@ -26,7 +26,7 @@ async function sourceServer(t: Test, data: Buffer): Promise<number> {
   return (srv.address() as net.AddressInfo).port;
 }
 
-t.test('a created byte-stream socket hands out pooled chunks for large reads, plain ones for small', async (t) => {
+t.test('a created byte-stream socket hands out pooled chunks for large reads, bytes intact', async (t) => {
   const big = randomBytes(1024 * 1024);
   const port = await sourceServer(t, big);
   const sock = await connectTcp('127.0.0.1', port, { timeoutMs: 5000 });
@@ -87,4 +87,33 @@ t.test('bulk through the copy loop into an HTTP/2 stream: intact, and the pool b
   sock.destroy();
   stream.close();
   await within(W, done, 'copy finished');
+});
+
+t.test('only a whole pooled chunk goes back, and only once', async (t) => {
+  const port = await sourceServer(t, randomBytes(256 * 1024));
+  const sock = await connectTcp('127.0.0.1', port, { timeoutMs: 5000 });
+  const chunk = await within(
+    W,
+    new Promise<Buffer>((resolve) => {
+      const onData = (d: Buffer): void => {
+        if (!(d.buffer as { [POOLED_READ_RELEASE]?: unknown })[POOLED_READ_RELEASE]) return;
+        sock.removeListener('data', onData);
+        sock.pause();
+        resolve(d);
+      };
+      sock.on('data', onData);
+    }),
+    'a pooled chunk',
+  );
+  t.teardown(() => sock.destroy());
+  const release = (chunk.buffer as { [POOLED_READ_RELEASE]?: (c: Buffer) => void })[POOLED_READ_RELEASE]!;
+  const free0 = readPoolStats().free;
+  t.ok(free0 < POOL_MAX_FREE, 'room on the free list');
+  release(chunk.subarray(10));
+  release(chunk.subarray(0, chunk.length - 1));
+  t.equal(readPoolStats().free, free0, 'a part of the chunk does not free the buffer');
+  release(chunk);
+  t.equal(readPoolStats().free, free0 + 1, 'the whole chunk does');
+  release(chunk);
+  t.equal(readPoolStats().free, free0 + 1, 'a second release does nothing');
 });
