@@ -10,9 +10,10 @@
 // whose buffer is pooled by Node anyway), and pushed into the socket's readable side as
 // usual: 'data', pause/resume, EOF and errors behave exactly as without the option.
 // A consumer that knows when a chunk is no longer referenced (the copy loop, once the write
-// of it completed) hands it back with the function stored on the chunk's ArrayBuffer
-// under POOLED_READ_RELEASE (only a whole chunk, once, goes back); a chunk never handed back is simply collected.
-// An idle socket holds no buffer of its own (the area is shared).
+// of it completed) hands it back with the function stored on the chunk's ArrayBuffer under
+// POOLED_READ_RELEASE (only a whole chunk, once, goes back); a chunk never handed back is
+// simply collected. An idle socket holds no buffer of its own (the area is shared, and
+// module state is per thread, so each worker thread has its own area and free list).
 import type net from 'node:net';
 
 /** The size of one read (Node's own default read size). */
