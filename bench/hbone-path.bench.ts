@@ -8,6 +8,8 @@
 //   conn   new connections (1-byte echo), concurrency 20: conn/s, CPU ms per connection
 //   idle   1000 idle connections: RSS added per connection on A and on B, and idle RSS
 // Usage (after a build): node dist/bench/hbone-path.bench.js [--mb N] [--rr-seconds S] [--conns N] [--idle N] [--dist DIR] [--node-args '--flag ...']
+//   [--only up,down,rr,conn,idle]   (the phases to run; e.g. `--only down` to profile one bulk direction)
+// Each phase also prints the full / young GCs each side ran during it (count, main-thread ms).
 //   --dist DIR  run the ztunnels from another build (e.g. a copy of dist/ made before a change)
 // Must never: pass or fail on a timing (it prints figures), leave a child running.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -70,12 +72,27 @@ async function runSide(node: string, hboneTarget: string | undefined, caDir: str
   const app = new App(config, { logDestination: createWriteStream('/dev/null') });
   const ports = await app.start();
   process.stdout.write(`PORTS ${JSON.stringify(ports)}\n`);
+  // Cumulative GC counts and main-thread pause per kind, for the parent's per-phase figures.
+  const { PerformanceObserver, constants } = await import('node:perf_hooks');
+  const gcs: GcStats = { major: 0, majorMs: 0, minor: 0, minorMs: 0 };
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      if (((e as { detail?: { kind?: number } }).detail)?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
+        gcs.major += 1;
+        gcs.majorMs += e.duration;
+      } else {
+        gcs.minor += 1;
+        gcs.minorMs += e.duration;
+      }
+    }
+  }).observe({ entryTypes: ['gc'] });
   // The parent asks for the heap after a full GC (children run with --expose-gc).
   process.on('message', (m) => {
     if (typeof m === 'string' && m.startsWith('snap ')) {
       void import('node:v8').then((v8) => process.send!({ file: v8.writeHeapSnapshot(m.slice(5)) }));
       return;
     }
+    if (m === 'gc') return void process.send!({ ...gcs });
     if (m !== 'mem') return;
     (globalThis as { gc?: () => void }).gc?.();
     const u = process.memoryUsage();
@@ -83,6 +100,14 @@ async function runSide(node: string, hboneTarget: string | undefined, caDir: str
   });
   process.stdin.resume();
   process.stdin.on('end', () => void app.stop().then(() => process.exit(0)));
+}
+
+/** Cumulative since start: full (major) and young (minor, incremental steps included) GCs, main-thread ms. */
+interface GcStats {
+  major: number;
+  majorMs: number;
+  minor: number;
+  minorMs: number;
 }
 
 interface Side {
@@ -121,6 +146,13 @@ function memOf(child: ChildProcess): Promise<Mem> {
   return new Promise((resolve) => {
     child.once('message', (m) => resolve(m as Mem));
     child.send('mem');
+  });
+}
+
+function gcOf(child: ChildProcess): Promise<GcStats> {
+  return new Promise((resolve) => {
+    child.once('message', (m) => resolve(m as GcStats));
+    child.send('gc');
   });
 }
 
@@ -187,9 +219,11 @@ async function main(): Promise<void> {
       idle: { type: 'string', default: '1000' },
       label: { type: 'string', default: '' },
       'node-args': { type: 'string', default: '' },
+      only: { type: 'string', default: 'up,down,rr,conn,idle' },
     },
   });
   const distDir = values.dist ?? join(HERE, '..');
+  const want = (phase: string): boolean => values.only.split(',').includes(phase);
   if (values.side) return runSide(values.side, values.target, values.ca!, distDir);
 
   const caDir = mkdtempSync(join(os.tmpdir(), 'hbone-bench-'));
@@ -228,6 +262,7 @@ async function main(): Promise<void> {
       s.pipe(s);
     });
     const mb = Number(values.mb);
+    const gb = mb / 1024;
     const socksPort = a.ports.socks5!;
     // Warm-up: the pooled HBONE session and the certificates.
     for (let i = 0; i < 20; i++) {
@@ -238,13 +273,19 @@ async function main(): Promise<void> {
     }
 
     out(`start     RSS after start-up and 20 warm-up connections: A ${(rssKb(pa) / 1024).toFixed(0)} MB B ${(rssKb(pb) / 1024).toFixed(0)} MB`);
-    const measure = async <T>(fn: () => Promise<T>): Promise<{ r: T; ms: number; a: number; b: number }> => {
+    const measure = async <T>(fn: () => Promise<T>): Promise<{ r: T; ms: number; a: number; b: number; gc: string }> => {
+      const [ga0, gb0] = [await gcOf(a.child), await gcOf(b.child)];
       const [ca0, cb0, t0] = [cpuMs(pa), cpuMs(pb), performance.now()];
       const r = await fn();
-      return { r, ms: performance.now() - t0, a: cpuMs(pa) - ca0, b: cpuMs(pb) - cb0 };
+      const res = { r, ms: performance.now() - t0, a: cpuMs(pa) - ca0, b: cpuMs(pb) - cb0 };
+      const [ga1, gb1] = [await gcOf(a.child), await gcOf(b.child)];
+      const d = (x: GcStats, y: GcStats): string =>
+        `${y.major - x.major} full (${(y.majorMs - x.majorMs).toFixed(0)} ms) ${y.minor - x.minor} young (${(y.minorMs - x.minorMs).toFixed(0)} ms)`;
+      return { ...res, gc: `  GC A ${d(ga0, ga1)} B ${d(gb0, gb1)}` };
     };
 
     // bulk upload
+    if (want('up')) {
     const up = await measure(async () => {
       const s = await socks(socksPort, SERVER_IP, discardPort);
       let left = mb * 1024 * 1024;
@@ -261,8 +302,9 @@ async function main(): Promise<void> {
         pump();
       });
     });
-    const gb = mb / 1024;
-    out(`bulk up   ${((mb * 8 * 1.048576) / up.ms).toFixed(2)} Gbit/s  CPU ms/GB A ${(up.a / gb).toFixed(0)} B ${(up.b / gb).toFixed(0)}`);
+    out(`bulk up   ${((mb * 8 * 1.048576) / up.ms).toFixed(2)} Gbit/s  CPU ms/GB A ${(up.a / gb).toFixed(0)} B ${(up.b / gb).toFixed(0)}${up.gc}`);
+    }
+    if (want('down')) {
     const down = await measure(async () => {
       const s = await socks(socksPort, SERVER_IP, sourcePort);
       const hdr = Buffer.alloc(4);
@@ -275,9 +317,11 @@ async function main(): Promise<void> {
       await new Promise((r) => s.once('close', r));
       return got;
     });
-    out(`bulk down ${((mb * 8 * 1.048576) / down.ms).toFixed(2)} Gbit/s  CPU ms/GB A ${(down.a / gb).toFixed(0)} B ${(down.b / gb).toFixed(0)}`);
+    out(`bulk down ${((mb * 8 * 1.048576) / down.ms).toFixed(2)} Gbit/s  CPU ms/GB A ${(down.a / gb).toFixed(0)} B ${(down.b / gb).toFixed(0)}${down.gc}`);
+    }
 
     // request/response
+    if (want('rr')) {
     const rrSeconds = Number(values['rr-seconds']);
     const req = Buffer.alloc(100, 1);
     const rr = await measure(async () => {
@@ -309,9 +353,11 @@ async function main(): Promise<void> {
       );
       return n;
     });
-    out(`rr        ${((rr.r * 1000) / rr.ms).toFixed(0)} req/s  CPU ms/1k req A ${((rr.a * 1000) / rr.r).toFixed(1)} B ${((rr.b * 1000) / rr.r).toFixed(1)}`);
+    out(`rr        ${((rr.r * 1000) / rr.ms).toFixed(0)} req/s  CPU ms/1k req A ${((rr.a * 1000) / rr.r).toFixed(1)} B ${((rr.b * 1000) / rr.r).toFixed(1)}${rr.gc}`);
+    }
 
     // new connections
+    if (want('conn')) {
     const conns = Number(values.conns);
     const cc = await measure(async () => {
       let next = 0;
@@ -336,9 +382,11 @@ async function main(): Promise<void> {
       await Promise.all(Array.from({ length: 20 }, worker));
       return failed;
     });
-    out(`conn      ${((conns * 1000) / cc.ms).toFixed(0)} conn/s  CPU ms/conn A ${(cc.a / conns).toFixed(3)} B ${(cc.b / conns).toFixed(3)}  failed ${cc.r}`);
+    out(`conn      ${((conns * 1000) / cc.ms).toFixed(0)} conn/s  CPU ms/conn A ${(cc.a / conns).toFixed(3)} B ${(cc.b / conns).toFixed(3)}  failed ${cc.r}${cc.gc}`);
+    }
 
     // idle connections
+    if (want('idle')) {
     await new Promise((r) => setTimeout(r, 1500));
     const idleN = Number(values.idle);
     // HBONE_BENCH_SNAP=/tmp/x: heap snapshots of both sides before (0) and with (1) the idle connections.
@@ -375,6 +423,7 @@ async function main(): Promise<void> {
     out(`idle      after GC, per idle conn: JS heap A ${per(ma0.heapUsed, ma1.heapUsed)} KB B ${per(mb0.heapUsed, mb1.heapUsed)} KB; external A ${per(ma0.external, ma1.external)} KB B ${per(mb0.external, mb1.external)} KB; heap before A ${(ma0.heapUsed / 2 ** 20).toFixed(1)} MB B ${(mb0.heapUsed / 2 ** 20).toFixed(1)} MB`);
     out(`idle      RSS before A ${(ra0 / 1024).toFixed(0)} MB B ${(rb0 / 1024).toFixed(0)} MB; KB per idle conn A ${((ra1 - ra0) / idleN).toFixed(1)} B ${((rb1 - rb0) / idleN).toFixed(1)}`);
     for (const s of idle) s.destroy();
+    }
   } finally {
     a.child.stdin!.end();
     b.child.stdin!.end();

@@ -186,6 +186,21 @@ function corkUntilCheck(to: Writable): void {
   }
 }
 
+/**
+ * A chunk read into a pooled buffer (src/tunnel/read-pool.ts: the sockets we create) carries
+ * the pool's release function on its ArrayBuffer under this registered symbol: the buffer
+ * goes back to the pool once the write of the chunk completed (its bytes then are in the
+ * kernel, or in nghttp2's/TLS's own buffers), instead of a new backing store per read.
+ */
+const kPooledRelease = Symbol.for('ztunnel-ts.pooled-read.release');
+type MaybePooled = ArrayBufferLike & { [kPooledRelease]?: (chunk: Buffer) => void };
+
+function writeChunk(to: Writable, chunk: Buffer): boolean {
+  const release = (chunk.buffer as MaybePooled)[kPooledRelease];
+  if (release === undefined) return to.write(chunk);
+  return to.write(chunk, () => release(chunk));
+}
+
 function onData(this: Duplex, chunk: Buffer): void {
   const p = outOf(this);
   const to = p.dst.stream;
@@ -197,7 +212,7 @@ function onData(this: Duplex, chunk: Buffer): void {
   p.counters[p.dir] += chunk.length;
   if (p.coalesce && chunk.length >= COALESCE_MIN_BYTES && to.writableCorked === 0 && !to.writableEnded) corkUntilCheck(to);
   // write() said "full": 'drain' will come once its buffer is empty; pause only past our own mark.
-  if (!to.write(chunk) && to.writableLength >= PAUSE_AT_BYTES) this.pause();
+  if (!writeChunk(to, chunk) && to.writableLength >= PAUSE_AT_BYTES) this.pause();
 }
 
 function onDrain(this: Duplex): void {

@@ -10,6 +10,7 @@ import { createFreebindSocketFd, createMarkedSocketFd, setTcpUserTimeout, socket
 import { KEEPALIVE_IDLE_MS } from '../config/env.js';
 import { ZtError } from '../errors.js';
 import { formatHostPort } from '../util/ip.js';
+import { pooledReadOption } from './read-pool.js';
 
 export interface TcpConnectOptions {
   /** Bind to this (possibly foreign) source IP first. Ignored when equal to the destination. */
@@ -41,7 +42,13 @@ export function createUpstreamSocket(ip: string, opts: TcpConnectOptions): net.S
     }
   }
   const allowHalfOpen = opts.allowHalfOpen ?? true;
-  return fd >= 0 ? new net.Socket({ fd, allowHalfOpen }) : new net.Socket({ allowHalfOpen });
+  // Byte streams (the copy loop's legs) read through the shared area of read-pool.ts; a
+  // TLS/HTTP/2 carrier is read by Node's TLS in C++ and keeps Node's reads.
+  // (new net.Socket() takes `onread` as net.connect() does; @types/node lists it for connect only.)
+  const onread = allowHalfOpen ? pooledReadOption() : undefined;
+  const o: net.SocketConstructorOpts & { onread?: net.OnReadOpts } = fd >= 0 ? { fd, allowHalfOpen } : { allowHalfOpen };
+  if (onread) o.onread = onread;
+  return new net.Socket(o);
 }
 
 /** Connects and resolves once established; rejects with a ZtError. */
