@@ -4,6 +4,7 @@
 // kernel redirection, the node agent and the demo. Signals: SIGTERM / SIGINT drain
 // gracefully; a second SIGINT exits at once. Exit codes: 0 ok, 1 start-up failure,
 // 2 usage error.
+import v8 from 'node:v8';
 import { App, VERSION } from './app.js';
 import { loadConfig } from './config/env.js';
 import { errorMessage } from './errors.js';
@@ -29,8 +30,22 @@ usage:
   ztunnel-ts --version | --help
 `;
 
+/**
+ * V8 starts a full GC once the bytes of buffers allocated since the last one (every socket read,
+ * every decrypted TLS record) reach the old generation's growth room; a proxy allocates ~1 GB of
+ * them per GB relayed, so at V8's default growth (~1.5× live) it ran 15–35 full GCs per GB per
+ * side. Letting the old generation grow to 4× its live size first removes nearly all of them
+ * (bench/RESULTS.md §8). Before any thread starts, so the worker threads' heaps get it too; a
+ * flag given on the command line or in NODE_OPTIONS wins.
+ */
+function tuneV8(): void {
+  const given = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].some((a) => a.includes('--heap-growing-percent'));
+  if (!given) v8.setFlagsFromString('--heap-growing-percent=300');
+}
+
 async function run(): Promise<number> {
   let app: App;
+  tuneV8();
   try {
     const config = loadConfig(process.env);
     app = new App(config);

@@ -273,7 +273,7 @@ export class MeshHarness {
   /** Waits for 200 on :15021/healthz/ready (or the stand-in's three listeners); throws on timeout or exit. */
   async waitZtunnelReady(node: string): Promise<void> {
     const z = this.getZtunnel(node);
-    const ms = this.o.readyTimeoutMs ?? 20000;
+    const ms = this.o.readyTimeoutMs ?? 45_000;
     const ready =
       this.o.standIn === undefined
         ? await waitUntil(async () => {

@@ -15,6 +15,7 @@ import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ZtError, errorMessage } from '../errors.js';
 import { parseSpiffeId } from './spiffe.js';
+import { DEFAULT_WORKLOAD_VALIDITY_MS } from './cert-source.js';
 import {
   buildKeyIdentifier,
   buildName,
@@ -36,8 +37,7 @@ import {
 export const DEFAULT_ROOT_COMMON_NAME = 'ztunnel-ts root CA';
 export const DEFAULT_ROOT_ORGANIZATION = 'cluster.local';
 export const DEFAULT_ROOT_VALIDITY_DAYS = 3650;
-/** Upstream's SECRET_TTL default (24 h, https://github.com/istio/ztunnel/blob/master/src/config.rs) and the fake CA's lifetime. */
-export const DEFAULT_WORKLOAD_VALIDITY_MS = 24 * 60 * 60 * 1000;
+export { DEFAULT_WORKLOAD_VALIDITY_MS };
 /** Back-dating tolerates small clock differences between peers. */
 export const NOT_BEFORE_SKEW_MS = 60 * 1000;
 export const CA_CERT_FILE = 'ca-cert.pem';

@@ -9,8 +9,10 @@
 
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { ZtError, errorMessage } from '../errors.js';
-import { DEFAULT_WORKLOAD_VALIDITY_MS, type CertificateAuthority } from './ca.js';
-import { readUriSans } from './x509.js';
+import { uriSansOf } from './verify.js';
+
+/** Upstream's SECRET_TTL default (24 h, https://github.com/istio/ztunnel/blob/master/src/config.rs) and the fake CA's lifetime. */
+export const DEFAULT_WORKLOAD_VALIDITY_MS = 24 * 60 * 60 * 1000;
 
 /** One workload identity's key, certificate chain and trust bundle, as a source issued it. */
 export interface IssuedIdentity {
@@ -34,14 +36,26 @@ export interface CertificateSource {
   close?(): void;
 }
 
+/**
+ * What LocalCaSource needs of the built-in CA (ca.ts's CertificateAuthority), named here by
+ * shape: ca.ts imports this module, and a worker thread must not load the CA's X.509 library.
+ */
+export interface WorkloadCertificateIssuer {
+  readonly rootCertPem: string;
+  issueWorkloadCertificate(
+    spiffeUri: string,
+    opts?: { validityMs?: number; now?: number },
+  ): { certPem: string; keyPem: string; serialHex: string; notBefore: Date; notAfter: Date };
+}
+
 /** The built-in CA as a source: synchronous issuance (~1 ms) behind the async interface. */
 export class LocalCaSource implements CertificateSource {
   readonly name = 'local CA';
-  readonly #ca: CertificateAuthority;
+  readonly #ca: WorkloadCertificateIssuer;
   readonly #validityMs: number;
   readonly #now: () => number;
 
-  constructor(ca: CertificateAuthority, opts?: { validityMs?: number | undefined; now?: (() => number) | undefined }) {
+  constructor(ca: WorkloadCertificateIssuer, opts?: { validityMs?: number | undefined; now?: (() => number) | undefined }) {
     this.#ca = ca;
     this.#validityMs = opts?.validityMs ?? DEFAULT_WORKLOAD_VALIDITY_MS;
     this.#now = opts?.now ?? Date.now;
@@ -84,7 +98,7 @@ export function issuedFromPem(a: { identity: string; keyPem: string; chain: stri
   } catch (err) {
     throw bad(`cannot parse: ${errorMessage(err)}`, err);
   }
-  const sans = readUriSans(new Uint8Array(leaf.raw));
+  const sans = uriSansOf(leaf);
   if (!sans.includes(a.identity)) throw bad(`the leaf names ${JSON.stringify(sans)}`);
   if (!leaf.checkPrivateKey(createPrivateKey(a.keyPem))) throw bad('the leaf does not match our key');
   return {

@@ -23,7 +23,7 @@
 import { X509Certificate } from 'node:crypto';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { ZtError, errorMessage } from '../errors.js';
-import { CertificateAuthority, type CertificateSummary } from './ca.js';
+import type { CertificateAuthority, CertificateSummary } from './ca.js';
 import { LocalCaSource, type CertificateSource, type IssuedIdentity } from './cert-source.js';
 
 export { MIN_VALIDITY_MS } from './cert-source.js';
@@ -112,7 +112,8 @@ export class SecretManager {
 
   constructor(source: CertificateSource | CertificateAuthority, opts?: SecretManagerOptions) {
     this.#now = opts?.now ?? Date.now;
-    this.#source = source instanceof CertificateAuthority ? new LocalCaSource(source, { validityMs: opts?.validityMs, now: this.#now }) : source;
+    // Duck-typed, so a worker thread's manager never loads the CA (and its X.509 library).
+    this.#source = isSource(source) ? source : new LocalCaSource(source, { validityMs: opts?.validityMs, now: this.#now });
     this.#onRenewalError =
       opts?.onRenewalError ?? ((spiffeUri, err) => process.emitWarning(`certificate issuance for ${spiffeUri} failed: ${errorMessage(err)}`));
     this.#retryInitialMs = opts?.retryInitialMs ?? RETRY_INITIAL_MS;
@@ -358,6 +359,10 @@ export class SecretManager {
     }
     this.#start(spiffeUri, entry).catch(() => undefined);
   }
+}
+
+function isSource(s: CertificateSource | CertificateAuthority): s is CertificateSource {
+  return typeof (s as Partial<CertificateSource>).issue === 'function';
 }
 
 function joinPem(pems: readonly string[]): string {

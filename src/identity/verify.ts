@@ -11,7 +11,6 @@ import { X509Certificate } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 import { ZtError } from '../errors.js';
 import { parseSpiffeId, type SpiffeId } from './spiffe.js';
-import { readUriSans } from './x509.js';
 
 export type PeerCertificateLike = PeerCertificate | X509Certificate;
 
@@ -28,7 +27,7 @@ export function uriSansOf(cert: PeerCertificateLike | null | undefined): string[
   const raw = cert instanceof X509Certificate ? cert.raw : (cert as Partial<PeerCertificate>).raw;
   if (raw instanceof Buffer && raw.length > 0) {
     try {
-      return readUriSans(raw);
+      return uriSansOf(new X509Certificate(raw));
     } catch {
       return [];
     }
