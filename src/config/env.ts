@@ -96,7 +96,7 @@ export const DEFAULTS = {
   logLevel: 'info' as LogLevel,
   accessLogOnlyFailed: false,
   spliceEnabled: true,
-  /** ZTUNNEL_WORKER_THREADS default: one data-path thread per core the process may use, at most this many. */
+  /** ZTUNNEL_WORKER_THREADS default: half the cores the process may use, at most this many. */
   maxDefaultWorkerThreads: 8,
   enableSocks5: false,
   ipv6Enabled: true,
@@ -378,14 +378,17 @@ function buildControlPlane(env: Env, hasLocalConfig: boolean, builtinCa: boolean
 export const MAX_WORKER_THREADS = 64;
 
 /**
- * The default number of data-path threads: the cores this process may run on (CPU affinity,
- * `os.availableParallelism()`), at most DEFAULTS.maxDefaultWorkerThreads. Upstream's default is
- * 2 (https://github.com/istio/ztunnel/blob/master/src/config.rs); ztunnel-ts follows the cores
- * so a big node is not capped, and stops at 8 because each thread holds its own copy of the
- * mesh and its own HBONE sessions per peer.
+ * The default number of data-path threads: half the cores this process may run on (CPU
+ * affinity, `os.availableParallelism()`), at least 1, at most DEFAULTS.maxDefaultWorkerThreads.
+ * Not all of them: a node's ztunnel shares the cores with the node's pods, and a thread beyond
+ * its share of CPU only costs (measured on 2 cores shared with the load: 2 threads gave 0.80–0.91×
+ * the 8-stream throughput and 0.83× the new connections/s of 1 thread, and +50 MB RSS;
+ * bench/RESULTS-perf.md). On 4 cores this is upstream's default of 2
+ * (https://github.com/istio/ztunnel/blob/master/src/config.rs); it stops at 8 because each
+ * thread holds its own copy of the mesh and its own HBONE sessions per peer.
  */
 export function defaultWorkerThreads(): number {
-  return Math.max(1, Math.min(os.availableParallelism(), DEFAULTS.maxDefaultWorkerThreads));
+  return Math.max(1, Math.min(Math.floor(os.availableParallelism() / 2), DEFAULTS.maxDefaultWorkerThreads));
 }
 
 /** Validates `env` and returns the deep-frozen process configuration; throws ZT_ERR_CONFIG_INVALID. */

@@ -96,8 +96,11 @@ function findMetricTotal(text: string, name: string, labels: Record<string, stri
 }
 
 /** The suite, on a harness fed by the file or (xds) by the control plane. */
-export function runKernelPathSuite(t: Test, o: { stem: string; xds?: boolean }): void {
-  const mesh = prepareMeshSuite(t, o.stem, o.xds ? { xds: true } : {});
+export function runKernelPathSuite(t: Test, o: { stem: string; xds?: boolean; workerThreads?: number }): void {
+  const mesh = prepareMeshSuite(t, o.stem, {
+    ...(o.xds ? { xds: true } : {}),
+    ...(o.workerThreads ? { ztunnelEnv: { ZTUNNEL_WORKER_THREADS: String(o.workerThreads) } } : {}),
+  });
 
   if (mesh) {
     const prefix = mesh.topo.prefix;
@@ -279,6 +282,23 @@ export function runKernelPathSuite(t: Test, o: { stem: string; xds?: boolean }):
       t.same([mesh.getZtunnel(WORKER).child.pid, mesh.getZtunnel(WORKER2).child.pid], pids, 'same ztunnel PIDs');
       t.ok(mesh.getZtunnel(WORKER).child.exitCode === null && mesh.getZtunnel(WORKER2).child.exitCode === null, 'both still running');
     });
+
+    if (o.workerThreads !== undefined && o.workerThreads > 1) {
+      const workers = o.workerThreads;
+      t.test(`7b. ${workers} worker threads: the kernel spreads the captured connections over all of them`, async (t) => {
+        type Dump = { workers: { threadId: number; accepted: { outbound: number } }[] };
+        const dump = async (): Promise<Dump> =>
+          JSON.parse((await topo.execIn(topo.ztunnelNetns(WORKER), 'curl', ['-s', '--max-time', '3', 'http://127.0.0.1:15000/config_dump'])).stdout) as Dump;
+        const before = await dump();
+        t.equal(before.workers.length, workers, `ztunnel 1 runs ${workers} data-path threads`);
+        t.ok(before.workers.every((w) => w.threadId > 0), 'worker threads, not the main thread');
+        for (let i = 0; i < 24; i++) t.ok((await curl('sleep', 'http://productpage:9080/')).stdout.length > 0, `request ${i + 1} answered`);
+        const after = await dump();
+        const got = after.workers.map((w, i) => w.accepted.outbound - (before.workers[i]?.accepted.outbound ?? 0));
+        t.equal(got.reduce((a, b) => a + b, 0), 24, `24 TPROXY'd connections on 15001 in all (${got.join(' + ')})`);
+        t.ok(got.every((n) => n > 0), `every worker accepted some (${got.join(', ')})`);
+      });
+    }
 
     t.test('8. ztunnel 2 restarted; afterwards nothing is left', async (t) => {
       const oldPid = mesh.getZtunnel(WORKER2).child.pid;

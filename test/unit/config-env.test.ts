@@ -329,9 +329,9 @@ t.test('duration syntax', async (t) => {
   for (const [text, ms] of cases) t.equal(parseDurationMs(text), ms, JSON.stringify(text));
 });
 
-t.test('ZTUNNEL_WORKER_THREADS: default the usable cores up to 8; 1..64; bad values named', async (t) => {
+t.test('ZTUNNEL_WORKER_THREADS: default half the usable cores, 1 to 8; 1..64; bad values named', async (t) => {
   const cores = (await import('node:os')).availableParallelism();
-  t.equal(load({}).workerThreads, Math.min(cores, 8), 'default: min(cores, 8)');
+  t.equal(load({}).workerThreads, Math.max(1, Math.min(Math.floor(cores / 2), 8)), 'default: half the cores, 1 to 8');
   t.ok(defaultWorkerThreads() >= 1 && defaultWorkerThreads() <= 8);
   t.equal(load({ ZTUNNEL_WORKER_THREADS: '1' }).workerThreads, 1);
   t.equal(load({ ZTUNNEL_WORKER_THREADS: '4' }).workerThreads, 4);
