@@ -225,6 +225,7 @@ export class App {
       // The worker threads first: every mesh message reaches them in order from the first one.
       if (this.plane === undefined) {
         this.workers = new DataPlaneWorkers({
+          meshSnapshot: () => (this.xds ? { deltas: this.xds.store.snapshot() } : { local: this.view.state.config }),
           config: c,
           count: c.workerThreads,
           mesh: c.xds ? 'xds' : 'local',

@@ -29,8 +29,8 @@ import { HboneServer } from './tunnel/hbone-server.js';
 export interface DataPlaneListenOptions {
   /** SO_REUSEPORT on 15001/15006/15008: several threads share each port. */
   reusePort: boolean;
-  /** Bind these instead of config.ports (the other threads join the ports the first one got). */
-  ports?: { outbound: number; inboundPlaintext: number; inbound: number } | undefined;
+  /** Bind these instead of config.ports (the other threads join the ports the first one got; a restarted thread its old ones). */
+  ports?: { outbound: number; inboundPlaintext: number; inbound: number; socks5?: number | undefined } | undefined;
   /** Also open the SOCKS5 entry (config.enableSocks5; one thread only: it is not shared). */
   socks5: boolean;
 }
@@ -163,7 +163,7 @@ export class DataPlane {
       this.outboundTransparent = c.proxyMode === 'node' && outbound.transparent && c.enableOrigSrc !== false;
       let socks5: number | undefined;
       if (o.socks5 && c.enableSocks5) {
-        const l = await listenPlain('127.0.0.1', c.ports.socks5, (s) => this.handleSocks5(s));
+        const l = await listenPlain('127.0.0.1', o.ports?.socks5 ?? c.ports.socks5, (s) => this.handleSocks5(s));
         this.listeners.push(l);
         socks5 = l.port;
       }

@@ -370,6 +370,22 @@ export class MeshStore implements MeshReader {
     if (removals.length > 0 || upserts.length > 0) this.configCache = undefined;
   }
 
+  /**
+   * Everything held, as the deltas that rebuild it in an empty store (a restarted worker thread):
+   * the workloads, the services as upserted (their own endpoints; joined ones come back from the
+   * workloads), the policies, each in arrival order.
+   */
+  snapshot(): MeshDelta[] {
+    const addresses: MeshUpsert<MeshAddress>[] = [];
+    for (const w of this.workloads.values()) addresses.push({ name: w.uid, model: { kind: 'workload', workload: w } });
+    for (const [key, service] of this.serviceBase) addresses.push({ name: key, model: { kind: 'service', service } });
+    const policies = [...this.policies].map(([name, model]) => ({ name, model }));
+    return [
+      { kind: 'addresses', upserts: addresses, removals: [] },
+      { kind: 'policies', upserts: policies, removals: [] },
+    ];
+  }
+
   /** The policies held, in arrival order (without building the whole `config`). */
   policyList(): Authorization[] {
     return [...this.policies.values()];

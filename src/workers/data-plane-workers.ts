@@ -6,9 +6,12 @@
 // AggregatorRegistry sums the registries: counters and gauges add up, istio_build is taken once).
 // Listening: the first worker binds the configured ports with SO_REUSEPORT, the others join the
 // ports it got (so port 0 in tests works), and the kernel spreads connections across the group.
-// Must never: let a dead worker take the process down (it is logged as an unexpected error and
-// the others keep serving: its listeners left the SO_REUSEPORT group with it), or wait forever
-// on a worker (every call has a timeout).
+// A worker that dies is logged as an unexpected error; the others keep serving (its listeners
+// left the SO_REUSEPORT group with it) while a new thread is started in its place: it gets the
+// mesh as it is now (a whole local config, or the MeshStore's snapshot as deltas) before any
+// later change, and joins the same ports. At most RESTART_LIMIT restarts per minute.
+// Must never: let a dead worker take the process down, or wait forever on a worker (every call
+// has a timeout).
 import { Worker } from 'node:worker_threads';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from 'prom-client';
 import type { Config, LocalConfig } from '../config/types.js';
@@ -27,7 +30,16 @@ const CALL_TIMEOUT_MS = 10_000;
 /** The first call also waits for the thread to load its modules (~1 s built; far longer from TypeScript sources). */
 const LISTEN_TIMEOUT_MS = 60_000;
 
+/** Restarts allowed within RESTART_WINDOW_MS; beyond that a dying worker stays down (logged). */
+const RESTART_LIMIT = 5;
+const RESTART_WINDOW_MS = 60_000;
+
+/** The mesh as it is now, for a restarted worker. */
+export type MeshSnapshot = { local: LocalConfig } | { deltas: MeshDelta[] };
+
 export interface DataPlaneWorkersOptions {
+  /** The mesh as the main thread holds it now (a restarted worker starts from it). */
+  meshSnapshot: () => MeshSnapshot;
   config: Config;
   count: number;
   mesh: 'local' | 'xds';
@@ -111,6 +123,9 @@ export class DataPlaneWorkers {
   private readonly o: DataPlaneWorkersOptions;
   private readonly workers: WorkerHandle[] = [];
   private stopping = false;
+  /** The ports of the group, once the first worker bound them. */
+  private groupPorts: { outbound: number; inboundPlaintext: number; inbound: number; socks5: number | undefined } | undefined;
+  private readonly restarts: number[] = [];
 
   /** Starts the threads now; messages sent before they run are queued in order. */
   constructor(o: DataPlaneWorkersOptions) {
@@ -140,16 +155,38 @@ export class DataPlaneWorkers {
     worker.on('exit', (code) => {
       h.exited = true;
       h.failAll(`data-path worker ${index} exited (code ${code})`);
-      if (!this.stopping) {
-        const alive = this.workers.filter((w) => !w.exited).length;
-        this.o.telemetry.unexpected(
-          'uncaughtException',
-          'workers',
-          new Error(`data-path worker ${index} exited with code ${code}; ${alive} of ${this.workers.length} keep serving`),
-        );
-      }
+      if (this.stopping || this.workers[index] !== h) return;
+      const alive = this.workers.filter((w) => !w.exited).length;
+      this.o.telemetry.unexpected(
+        'uncaughtException',
+        'workers',
+        new Error(`data-path worker ${index} exited with code ${code}; ${alive} of ${this.workers.length} keep serving`),
+      );
+      this.restart(index);
     });
     return h;
+  }
+
+  /** A new thread in place of a dead one: the mesh as it is now, then the group's ports. */
+  private restart(index: number): void {
+    const now = Date.now();
+    while (this.restarts.length > 0 && now - this.restarts[0]! > RESTART_WINDOW_MS) this.restarts.shift();
+    if (this.restarts.length >= RESTART_LIMIT) {
+      this.o.telemetry.log.error({ scope: 'workers', worker: index }, `data-path worker not restarted: ${RESTART_LIMIT} restarts within a minute`);
+      return;
+    }
+    this.restarts.push(now);
+    const h = this.spawn(index);
+    this.workers[index] = h;
+    const snapshot = this.o.meshSnapshot();
+    if ('local' in snapshot) h.post({ t: 'mesh-local', local: snapshot.local, reload: false });
+    else for (const delta of snapshot.deltas) h.post({ t: 'mesh-delta', delta });
+    const ports = this.groupPorts;
+    if (ports === undefined) return; // not listening yet: listen() will bind it
+    h.call({ op: 'listen', options: { reusePort: true, socks5: index === 0, ports } }, LISTEN_TIMEOUT_MS).then(
+      () => this.o.telemetry.log.info({ scope: 'workers', worker: index, threadId: h.worker.threadId }, 'data-path worker restarted'),
+      (err: unknown) => this.o.telemetry.unexpected('uncaughtException', 'workers', err),
+    );
   }
 
   private onMessage(h: WorkerHandle, m: FromWorker): void {
@@ -198,6 +235,7 @@ export class DataPlaneWorkers {
     if (!first) throw new Error('no data-path workers');
     const ports = (await first.call({ op: 'listen', options: { reusePort: true, socks5: true } }, LISTEN_TIMEOUT_MS)) as DataPlanePorts;
     const fixed = { outbound: ports.outbound, inboundPlaintext: ports.inboundPlaintext, inbound: ports.inbound };
+    this.groupPorts = { ...fixed, socks5: ports.socks5 };
     const others = (await Promise.all(rest.map((w) => w.call({ op: 'listen', options: { reusePort: true, socks5: false, ports: fixed } }, LISTEN_TIMEOUT_MS)))) as DataPlanePorts[];
     // Transparent only if every thread's listeners are.
     return { ...ports, inboundTransparent: others.every((p) => p.inboundTransparent) && ports.inboundTransparent };

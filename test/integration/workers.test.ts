@@ -10,6 +10,7 @@ import path from 'node:path';
 import type net from 'node:net';
 import t from 'tap';
 import { eventually, httpGet, logLines, readN, sampleValue, socksConnect, startEcho, startZtunnel, twoNodeYaml } from '../helpers/mesh.js';
+import { allowUnexpected } from '../helpers/unexpected.js';
 import { within } from '../helpers/within.js';
 
 const W = 10_000;
@@ -143,9 +144,33 @@ t.test('a reload reaches every worker: live connections on both are re-authorize
   (await open()).end();
 });
 
+t.test('a worker that dies is replaced: the mesh as it is now, the same ports, and it serves again', async (t) => {
+  allowUnexpected('data-path worker 1 exited');
+  const before = await dumpOf(b);
+  const oldThread = before.workers[1]!.threadId;
+  // Kill the thread from outside, as a native crash or an out-of-memory would.
+  const set = (b.app as unknown as { workers: { workers: { worker: { terminate(): Promise<number> } }[] } }).workers;
+  await set.workers[1]!.worker.terminate();
+  await eventually(() => logLines(b, 'data-path worker restarted').length > 0, 30_000, 'the restart');
+  const line = b.logs.find((l) => l.includes('data-path worker 1 exited'));
+  t.ok(line?.includes('unexpected error'), 'the death is logged as an unexpected error');
+  const after = await dumpOf(b);
+  t.equal(after.workers.length, 2, 'two workers again');
+  t.not(after.workers[1]?.threadId, oldThread, 'worker 1 is a new thread');
+  t.equal(after.workers[1]?.accepted.inbound, 0, 'with fresh counters');
+  // The new thread got the mesh (it must know the server workload to answer) and joined 15008.
+  const socks: net.Socket[] = [];
+  for (let i = 0; i < N; i++) socks.push(await open());
+  for (const s of socks) s.end();
+  await Promise.all(socks.map((s) => new Promise((r) => s.once('close', r))));
+  const got = (await dumpOf(b)).workers.map((w) => w.accepted.inbound);
+  t.ok((got[1] ?? 0) > 0, `the new worker accepted HBONE sessions on the same port (${got.join(', ')})`);
+});
+
 t.test('drain reaches every worker: open connections are reset at the deadline, threads end', async (t) => {
   const socks: net.Socket[] = [];
-  for (let i = 0; i < 8; i++) socks.push(await open());
+  // As many as A holds sessions, so some land on each of B's workers whatever A's pool picks.
+  for (let i = 0; i < N; i++) socks.push(await open());
   const live = (await dumpOf(b)).workers.map((w) => w.connections);
   t.ok(live.every((n) => n > 0), `live connections on every worker (${live.join(', ')})`);
   const closed = socks.map((s) => new Promise((r) => s.once('close', r)));

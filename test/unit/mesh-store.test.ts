@@ -255,6 +255,32 @@ t.test('differential: any sequence of upserts/removals answers as a ProxyState b
   t.end();
 });
 
+t.test('snapshot(): an empty store fed the snapshot answers as the store it came from (a restarted worker thread)', (t) => {
+  fuzz(
+    t,
+    'mesh-store-snapshot',
+    fc.array(opArb, { minLength: 1, maxLength: 40 }),
+    (ops) => {
+      const store = new MeshStore();
+      const ref = new Reference();
+      for (const op of ops) {
+        const o = ref.resolve(op);
+        applyToStore(store, o);
+        ref.apply(o);
+      }
+      const copy = new MeshStore();
+      for (const d of store.snapshot()) {
+        if (d.kind === 'addresses') copy.applyAddresses(d.upserts, d.removals);
+        else copy.applyPolicies(d.upserts, d.removals);
+      }
+      compare(copy, ref);
+      eq(JSON.stringify(copy.policyList()), JSON.stringify(store.policyList()), 'policies');
+    },
+    { runs: 300 },
+  );
+  t.end();
+});
+
 t.test('differential, checked after every step', (t) => {
   fuzz(
     t,
