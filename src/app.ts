@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import { PolicyStore } from './authorize/index.js';
 import type { Config, LocalConfig } from './config/types.js';
-import { DataPlane, type DataPlaneDump, type DataPlanePorts, localIdentitiesOf } from './data-plane.js';
+import { DataPlane, type DataPlaneDump, type DataPlanePorts, buildIllegalPorts, localIdentitiesOf } from './data-plane.js';
 import { ZtError, errorMessage } from './errors.js';
 import { buildAuthorizeDecision, buildRouteDecision } from './explain/index.js';
 import { CertificateAuthority } from './identity/ca.js';
@@ -87,7 +87,7 @@ export class App {
   private draining: Promise<void> | undefined;
   private bound: BoundPorts | undefined;
   /** The loop guard as /debug/route applies it: upstream's fixed ports plus whatever we bound. */
-  private readonly illegalPorts = new Set<number>();
+  private illegalPorts: ReadonlySet<number>;
   private markStopped: () => void = () => undefined;
   /** Resolves once the app has stopped (drained or stopped). */
   readonly stopped: Promise<void> = new Promise((resolve) => {
@@ -96,9 +96,7 @@ export class App {
 
   constructor(config: Config, opts: AppOptions = {}) {
     this.config = config;
-    for (const p of [config.ports.outbound, config.ports.inboundPlaintext, config.ports.inbound, 15001, 15006, 15008]) this.illegalPorts.add(p);
-    if (config.enableSocks5) this.illegalPorts.add(config.ports.socks5).add(15080);
-    this.illegalPorts.delete(0);
+    this.illegalPorts = buildIllegalPorts(config);
     this.readiness.pending('state manager');
     this.readiness.pending('proxy');
     this.byteFlushIntervalMs = opts.byteFlushIntervalMs;
@@ -265,7 +263,7 @@ export class App {
       const stats = await startStatsServer({ host: c.bindAddress, port: c.ports.stats, metrics: () => this.metricsText() });
       const ready = await startReadinessServer({ host: c.bindAddress, port: c.ports.readiness, readiness: this.readiness });
       this.httpServers.push(admin, stats, ready);
-      for (const p of [data.outbound, data.inboundPlaintext, data.inbound, data.socks5]) if (p !== undefined) this.illegalPorts.add(p);
+      this.illegalPorts = buildIllegalPorts(c, [data.outbound, data.inboundPlaintext, data.inbound, data.socks5]);
       this.bound = {
         outbound: data.outbound,
         inboundPlaintext: data.inboundPlaintext,

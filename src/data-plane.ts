@@ -53,6 +53,18 @@ export interface DataPlaneDump {
   accepted: { outbound: number; inboundPlaintext: number; inbound: number };
 }
 
+/**
+ * The loop guard: ports that are never a destination — upstream's fixed ones and ours (config;
+ * the ports actually bound are added once known, since 0 means "any").
+ */
+export function buildIllegalPorts(config: Config, bound: readonly (number | undefined)[] = []): Set<number> {
+  const ports = new Set<number>([config.ports.outbound, config.ports.inboundPlaintext, config.ports.inbound, 15001, 15006, 15008]);
+  if (config.enableSocks5) ports.add(config.ports.socks5).add(15080);
+  for (const p of bound) if (p !== undefined) ports.add(p);
+  ports.delete(0);
+  return ports;
+}
+
 /** The SPIFFE identities of the workloads this ztunnel serves in this mesh. */
 export function localIdentitiesOf(config: Config, state: MeshReader): Set<string> {
   const ids = new Set<string>();
@@ -72,7 +84,7 @@ export class DataPlane {
   private readonly inbound: InboundProxy;
   private readonly outbound: OutboundProxy;
   /** The loop guard: upstream's fixed ports plus whatever we actually bound. */
-  private readonly illegalPorts = new Set<number>();
+  private readonly illegalPorts: Set<number>;
   private listeners: CaptureListener[] = [];
   private inboundTransparent = false;
   private outboundTransparent = false;
@@ -84,9 +96,7 @@ export class DataPlane {
     this.telemetry = deps.telemetry;
     this.secrets = deps.secrets;
     this.view = deps.view;
-    for (const p of [config.ports.outbound, config.ports.inboundPlaintext, config.ports.inbound, 15001, 15006, 15008]) this.illegalPorts.add(p);
-    if (config.enableSocks5) this.illegalPorts.add(config.ports.socks5).add(15080);
-    this.illegalPorts.delete(0);
+    this.illegalPorts = buildIllegalPorts(config);
     const plane = this;
     this.ctx = {
       config,

@@ -16,6 +16,8 @@ export interface TestControlPlane {
   token: string;
   /** XDS_ADDRESS, XDS_ROOT_CA, AUTH_TOKEN for a ztunnel of this control plane. */
   env: Record<string, string>;
+  /** The whole environment of a node's ztunnel fed by it (ztunnel's own pod in istio-system, SA ztunnel), plus `extra`. */
+  ztunnelEnv(node: string, extra?: Record<string, string>): Record<string, string>;
   close(): Promise<void>;
 }
 
@@ -35,6 +37,7 @@ export async function startTestControlPlane(ca: CertificateAuthority, o: { port?
     ...(log ? { log: (level: string, message: string, fields?: Record<string, unknown>) => void log.push(`${level} ${message} ${JSON.stringify(fields ?? {})}`) } : {}),
   });
   const port = await cp.listen('127.0.0.1', o.port ?? 0);
+  const env = { XDS_ADDRESS: `127.0.0.1:${port}`, XDS_ROOT_CA: certPath, AUTH_TOKEN: tokenPath };
   return {
     cp,
     port,
@@ -42,7 +45,8 @@ export async function startTestControlPlane(ca: CertificateAuthority, o: { port?
     rootPath: certPath,
     tokenPath,
     token,
-    env: { XDS_ADDRESS: `127.0.0.1:${port}`, XDS_ROOT_CA: certPath, AUTH_TOKEN: tokenPath },
+    env,
+    ztunnelEnv: (node, extra = {}) => ({ NODE_NAME: node, POD_NAMESPACE: 'istio-system', SERVICE_ACCOUNT: 'ztunnel', ...env, ...extra }),
     close: async () => {
       await cp.close();
       fs.rmSync(dir, { recursive: true, force: true });

@@ -9,6 +9,7 @@ import { App, type AppOptions } from '../../src/app.js';
 import { loadConfig } from '../../src/config/env.js';
 import { CertificateAuthority } from '../../src/identity/ca.js';
 import { noteLogLine } from './unexpected.js';
+import { within } from './within.js';
 
 export const sharedCa = CertificateAuthority.generate({ commonName: 'ztunnel-ts test root' });
 
@@ -261,4 +262,25 @@ export async function eventually<T>(fn: () => T | Promise<T>, timeoutMs = 5000, 
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+/**
+ * A connection through z's SOCKS5 entry from `from` to host:port that has echoed 'ping' once
+ * (so it is established end to end); left open, errors swallowed (tests close or reset it).
+ */
+export async function openEchoed(z: TestZtunnel, from: string, host: string, port: number, timeoutMs = 10_000): Promise<net.Socket> {
+  const s = await within(timeoutMs, socksConnect(z.ports.socks5 as number, from, host, port), `SOCKS5 connect from ${from}`);
+  s.on('error', () => undefined);
+  s.write('ping');
+  const got = (await within(timeoutMs, readN(s, 4), `the echo for ${from}`)).toString();
+  if (got !== 'ping') throw new Error(`echo answered ${JSON.stringify(got)}`);
+  return s;
+}
+
+/** End a data-path worker thread of `app` from outside, as a native crash or an out-of-memory would. */
+export async function terminateDataPlaneWorker(app: App, index: number): Promise<void> {
+  const set = (app as unknown as { workers: { workers: { worker: { terminate(): Promise<number> } }[] } | undefined }).workers;
+  const w = set?.workers[index];
+  if (!w) throw new Error(`no data-path worker ${index} (ZTUNNEL_WORKER_THREADS > ${index}?)`);
+  await w.worker.terminate();
 }

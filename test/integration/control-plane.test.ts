@@ -29,14 +29,7 @@ t.teardown(() => cp.close());
 cp.cp.setMesh(mesh);
 
 const FAST = { xdsBackoffMs: { initial: 100, max: 500 } };
-const xdsEnv = (node: string, extra: Record<string, string> = {}): Record<string, string> => ({
-  NODE_NAME: node,
-  POD_NAMESPACE: 'istio-system',
-  SERVICE_ACCOUNT: 'ztunnel',
-  SECRET_TTL: '30s',
-  ...cp.env,
-  ...extra,
-});
+const xdsEnv = (node: string, extra: Record<string, string> = {}): Record<string, string> => cp.ztunnelEnv(node, { SECRET_TTL: '30s', ...extra });
 
 const b = await startZtunnel(xdsEnv('node-b'), sharedCa, FAST);
 const a = await startZtunnel(xdsEnv('node-a', { ZTUNNEL_HBONE_TARGET_PORT: String(b.ports.inbound) }), sharedCa, FAST);

@@ -10,7 +10,7 @@ import type { LocalConfig } from '../../src/config/types.js';
 import { AUTHORIZATION_TYPE_URL } from '../../src/xds/protos.js';
 import { startTestControlPlane } from '../helpers/control-plane.js';
 import { buildMatch, buildPolicy } from '../helpers/fixtures.js';
-import { eventually, httpGet, logLines, readN, sharedCa, socksConnect, startEcho, startZtunnel, twoNodeYaml } from '../helpers/mesh.js';
+import { eventually, httpGet, logLines, openEchoed, sharedCa, startEcho, startZtunnel, terminateDataPlaneWorker, twoNodeYaml } from '../helpers/mesh.js';
 import { allowUnexpected } from '../helpers/unexpected.js';
 import { within } from '../helpers/within.js';
 
@@ -25,15 +25,8 @@ t.teardown(() => cp.close());
 cp.cp.setMesh(mesh);
 
 const FAST = { xdsBackoffMs: { initial: 100, max: 500 } };
-const xdsEnv = (node: string, extra: Record<string, string> = {}): Record<string, string> => ({
-  NODE_NAME: node,
-  POD_NAMESPACE: 'istio-system',
-  SERVICE_ACCOUNT: 'ztunnel',
-  ...cp.env,
-  ...extra,
-});
-const b = await startZtunnel(xdsEnv('node-b', { ZTUNNEL_WORKER_THREADS: '2' }), sharedCa, FAST);
-const a = await startZtunnel(xdsEnv('node-a', { ZTUNNEL_HBONE_TARGET_PORT: String(b.ports.inbound), POOL_MAX_STREAMS_PER_CONNECTION: '1' }), sharedCa, FAST);
+const b = await startZtunnel(cp.ztunnelEnv('node-b', { ZTUNNEL_WORKER_THREADS: '2' }), sharedCa, FAST);
+const a = await startZtunnel(cp.ztunnelEnv('node-a', { ZTUNNEL_HBONE_TARGET_PORT: String(b.ports.inbound), POOL_MAX_STREAMS_PER_CONNECTION: '1' }), sharedCa, FAST);
 t.teardown(async () => {
   await a.app.stop();
   await b.app.stop();
@@ -45,13 +38,7 @@ interface Dump {
 }
 const dumpOf = async (): Promise<Dump> => JSON.parse((await httpGet(b.ports.admin, '/config_dump')).body) as Dump;
 
-async function open(): Promise<net.Socket> {
-  const s = await within(W, socksConnect(a.ports.socks5 as number, '127.0.1.2', '127.10.0.1', 80), 'SOCKS5 connect');
-  s.on('error', () => undefined);
-  s.write('ping');
-  if ((await within(W, readN(s, 4), 'echo')).toString() !== 'ping') throw new Error('bad echo');
-  return s;
-}
+const open = (): Promise<net.Socket> => openEchoed(a, '127.0.1.2', '127.10.0.1', 80, W);
 
 async function openMany(n: number): Promise<net.Socket[]> {
   const socks: net.Socket[] = [];
@@ -72,8 +59,7 @@ t.test('the workers serve what the control plane pushed, with its certificates',
 t.test('a killed worker is replaced from the snapshot and follows later pushes', async (t) => {
   allowUnexpected('data-path worker 1 exited');
   const oldThread = (await dumpOf()).workers[1]?.threadId;
-  const set = (b.app as unknown as { workers: { workers: { worker: { terminate(): Promise<number> } }[] } }).workers;
-  await set.workers[1]!.worker.terminate();
+  await terminateDataPlaneWorker(b.app, 1);
   await eventually(() => logLines(b, 'data-path worker restarted').length > 0, 30_000, 'the restart');
   t.not((await dumpOf()).workers[1]?.threadId, oldThread, 'a new thread');
 

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type net from 'node:net';
 import t from 'tap';
-import { eventually, httpGet, logLines, readN, sampleValue, socksConnect, startEcho, startZtunnel, twoNodeYaml } from '../helpers/mesh.js';
+import { eventually, httpGet, logLines, openEchoed, sampleValue, startEcho, startZtunnel, terminateDataPlaneWorker, twoNodeYaml } from '../helpers/mesh.js';
 import { allowUnexpected } from '../helpers/unexpected.js';
 import { within } from '../helpers/within.js';
 
@@ -63,13 +63,7 @@ async function dumpOf(z: typeof a): Promise<Dump> {
   return JSON.parse(r.body) as Dump;
 }
 
-async function open(): Promise<net.Socket> {
-  const s = await within(W, socksConnect(a.ports.socks5 as number, '127.0.1.2', '127.10.0.1', 80), 'SOCKS5 connect');
-  s.on('error', () => undefined);
-  s.write('ping');
-  t.equal((await within(W, readN(s, 4), 'echo')).toString(), 'ping');
-  return s;
-}
+const open = (): Promise<net.Socket> => openEchoed(a, '127.0.1.2', '127.10.0.1', 80, W);
 
 t.test('two worker threads each, the main thread answers admin with both', async (t) => {
   const d = await dumpOf(b);
@@ -148,9 +142,7 @@ t.test('a worker that dies is replaced: the mesh as it is now, the same ports, a
   allowUnexpected('data-path worker 1 exited');
   const before = await dumpOf(b);
   const oldThread = before.workers[1]!.threadId;
-  // Kill the thread from outside, as a native crash or an out-of-memory would.
-  const set = (b.app as unknown as { workers: { workers: { worker: { terminate(): Promise<number> } }[] } }).workers;
-  await set.workers[1]!.worker.terminate();
+  await terminateDataPlaneWorker(b.app, 1);
   await eventually(() => logLines(b, 'data-path worker restarted').length > 0, 30_000, 'the restart');
   const line = b.logs.find((l) => l.includes('data-path worker 1 exited'));
   t.ok(line?.includes('unexpected error'), 'the death is logged as an unexpected error');

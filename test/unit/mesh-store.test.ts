@@ -255,19 +255,26 @@ t.test('differential: any sequence of upserts/removals answers as a ProxyState b
   t.end();
 });
 
+/** The ops applied to a new store and to the reference; `each` runs after every step. */
+function replay(ops: Op[], each?: (store: MeshStore, ref: Reference) => void): { store: MeshStore; ref: Reference } {
+  const store = new MeshStore();
+  const ref = new Reference();
+  for (const op of ops) {
+    const o = ref.resolve(op);
+    applyToStore(store, o);
+    ref.apply(o);
+    each?.(store, ref);
+  }
+  return { store, ref };
+}
+
 t.test('snapshot(): an empty store fed the snapshot answers as the store it came from (a restarted worker thread)', (t) => {
   fuzz(
     t,
     'mesh-store-snapshot',
     fc.array(opArb, { minLength: 1, maxLength: 40 }),
     (ops) => {
-      const store = new MeshStore();
-      const ref = new Reference();
-      for (const op of ops) {
-        const o = ref.resolve(op);
-        applyToStore(store, o);
-        ref.apply(o);
-      }
+      const { store, ref } = replay(ops);
       const copy = new MeshStore();
       for (const d of store.snapshot()) {
         if (d.kind === 'addresses') copy.applyAddresses(d.upserts, d.removals);
@@ -287,14 +294,7 @@ t.test('differential, checked after every step', (t) => {
     'mesh-store-differential-every-step',
     fc.array(opArb, { minLength: 1, maxLength: 25 }),
     (ops) => {
-      const store = new MeshStore();
-      const ref = new Reference();
-      for (const op of ops) {
-        const o = ref.resolve(op);
-        applyToStore(store, o);
-        ref.apply(o);
-        compare(store, ref);
-      }
+      replay(ops, compare);
     },
     { runs: 150 },
   );
